@@ -1,0 +1,3 @@
+from migrator.cli import app
+
+app(prog_name="migrator")

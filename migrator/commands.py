@@ -1,0 +1,375 @@
+"""One plain function per verb: settings in, data out. The CLI only parses and renders."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from migrator import db, discovery, records
+from migrator.config import Settings
+from migrator.discovery import Plugin
+from migrator.errors import (
+    ConfigError,
+    FindingsReported,
+    MigratorError,
+    UnknownPlugin,
+    UsageError,
+    WaitTimeout,
+)
+from migrator.logs import get_logger, redact
+from migrator.plan import ORPHANED, PENDING, UNKNOWN_REVISION, Plan, PluginPlan, resolve_revision
+
+TERMINATION_LOG = Path("/dev/termination-log")
+TERMINATION_LOG_LIMIT = 4096  # bytes Kubernetes keeps of a termination message
+
+
+# -- discovery ------------------------------------------------------------------------------
+
+
+def plugins(settings: Settings) -> list[Plugin]:
+    """Every discovered plugin, validated, in dependency order."""
+    found = discovery.discover(settings.migrations_dir)
+    log = get_logger()
+    for plugin in found:
+        log.debug("plugin.discovered", plugin=plugin.name, schema=plugin.schema,
+                  source=plugin.source, head=plugin.head, revisions=len(plugin.revisions))
+    return found
+
+
+def select(found: list[Plugin], names: Sequence[str], *, with_dependencies: bool) -> list[Plugin]:
+    """The named plugins (all when none are named), optionally with their dependencies."""
+    if not names:
+        return found
+    known = {p.name for p in found}
+    for name in names:
+        if name not in known:
+            raise UnknownPlugin(
+                f"unknown plugin {name!r}; discovered plugins: {', '.join(sorted(known)) or 'none'}"
+                " (see: migrator plugins)", plugin=name)
+    if with_dependencies:
+        return discovery.with_dependencies(found, names)
+    return [p for p in found if p.name in set(names)]
+
+
+def plugin_named(found: list[Plugin], name: str) -> Plugin:
+    return select(found, [name], with_dependencies=False)[0]
+
+
+# -- connections ----------------------------------------------------------------------------
+
+
+@contextmanager
+def connection(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
+    """The autocommit connection a command reads with (and holds advisory locks on)."""
+    url = db.resolve_url(settings)
+    conn = db.connect(url, timeout=settings.connect_timeout)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+# -- status ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A plugin migrator once migrated whose tree is no longer discovered."""
+
+    name: str
+    schema: str
+    current: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    plan: Plan
+    orphans: tuple[Orphan, ...]
+    backfills: tuple[dict[str, Any], ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        rows = [{"name": p.name, "schema": p.plugin.schema,
+                 "current": p.current_label, "head": p.plugin.head,
+                 "pending": list(p.pending), "state": p.state} for p in self.plan.plugins]
+        rows += [{"name": o.name, "schema": o.schema,
+                  "current": ",".join(o.current) or None, "head": None, "pending": [],
+                  "state": ORPHANED} for o in self.orphans]
+        result: dict[str, Any] = {"plugins": rows}
+        if self.backfills:
+            result["backfills"] = list(self.backfills)
+        return result
+
+    @property
+    def needs_attention(self) -> bool:
+        return any(p.state in (PENDING, UNKNOWN_REVISION) for p in self.plan.plugins)
+
+
+def read_plan(conn: psycopg.Connection[Any], selected: list[Plugin],
+              targets: dict[str, str] | None = None) -> Plan:
+    current = db.read_current_revisions(conn, [p.schema for p in selected])
+    return Plan.build(selected, current, targets=targets)
+
+
+def status(settings: Settings, names: Sequence[str] = ()) -> Status:
+    found = plugins(settings)
+    selected = select(found, names, with_dependencies=False)
+    with connection(settings) as conn:
+        plan = read_plan(conn, selected)
+        orphans = () if names else _orphans(conn, found)
+        backfills = _unfinished_backfills(conn, [p.name for p in selected])
+    return Status(plan=plan, orphans=orphans, backfills=backfills)
+
+
+def _orphans(conn: psycopg.Connection[Any], found: list[Plugin]) -> tuple[Orphan, ...]:
+    discovered = {p.name for p in found}
+    claimed = {p.schema for p in found}
+    candidates = {name: schema for name, schema in records.known_plugins(conn).items()
+                  if name not in discovered and schema not in claimed}
+    if not candidates:
+        return ()
+    present = set(db.schemas_with_version_table(conn, candidates.values()))
+    current = db.read_current_revisions(conn, present)
+    return tuple(Orphan(name, schema, current.get(schema, ()))
+                 for name, schema in sorted(candidates.items()) if schema in present)
+
+
+def _unfinished_backfills(conn: psycopg.Connection[Any], names: list[str]
+                          ) -> tuple[dict[str, Any], ...]:
+    row = conn.execute("SELECT to_regclass('migrator.backfill_progress') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return ()
+    from psycopg.rows import dict_row
+
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT plugin, revision, name, status, rows_done, batches_done, "
+            "updated_at::text AS updated_at FROM migrator.backfill_progress "
+            "WHERE status <> 'done' AND plugin = ANY(%s) ORDER BY plugin, revision, name",
+            (names,)).fetchall()
+    return tuple(rows)
+
+
+def check_status(report: Status) -> None:
+    """`status --check`: exit 5 when anything is pending or at an unknown revision."""
+    if report.needs_attention:
+        troubled = [f"{p.name} ({p.state})" for p in report.plan.plugins
+                    if p.state in (PENDING, UNKNOWN_REVISION)]
+        raise FindingsReported("not at head: " + ", ".join(troubled)
+                               + "; run: migrator upgrade")
+
+
+# -- runs -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """The one-line account of a run, for the log and the termination message."""
+
+    command: str
+    outcome: str = "success"
+    plugins: list[dict[str, Any]] = field(default_factory=list)
+    duration_ms: int = 0
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"command": self.command, "outcome": self.outcome,
+                                  "duration_ms": self.duration_ms, "plugins": self.plugins}
+        if self.error:
+            result["error"] = self.error
+        return result
+
+
+def upgrade(settings: Settings, names: Sequence[str] = (), *, to: str | None = None) -> RunSummary:
+    """Apply pending revisions in dependency order; the named plugins' dependencies first."""
+    if to is not None and len(names) != 1:
+        raise UsageError("--to needs exactly one --plugin (a revision belongs to one plugin's tree)")
+    summary = RunSummary(command="upgrade")
+    started = time.monotonic()
+    try:
+        found = plugins(settings)
+        selected = select(found, names, with_dependencies=True)
+        targets = {names[0]: resolve_revision(plugin_named(found, names[0]), to)} if to else {}
+        with connection(settings) as conn:
+            plan = read_plan(conn, selected, targets)
+            plan.require_known_revisions()
+            summary.plugins = [_unchanged(p) for p in plan.plugins]
+            if plan.pending:
+                _apply(settings, conn, found, plan, summary)
+    except MigratorError as exc:
+        summary.outcome = "interrupted" if exc.exit_code == 6 else "failed"
+        summary.error = redact(str(exc))
+        raise
+    finally:
+        summary.duration_ms = int((time.monotonic() - started) * 1000)
+        finish(summary)
+    return summary
+
+
+def _unchanged(item: PluginPlan) -> dict[str, Any]:
+    return {"plugin": item.name, "from": item.current_label, "to": item.current_label,
+            "applied": 0, "duration_ms": 0,
+            "outcome": "pending" if item.pending else "up_to_date"}
+
+
+def _apply(settings: Settings, conn: psycopg.Connection[Any], found: list[Plugin], plan: Plan,
+           summary: RunSummary) -> None:
+    from migrator.runner import Runner, StopRequest
+
+    by_name = {entry["plugin"]: entry for entry in summary.plugins}
+    with StopRequest().installed() as stop:
+        runner = Runner(settings, db.resolve_url(settings), conn, stop,
+                        schemas={p.name: p.schema for p in found})
+        try:
+            runner.prepare([item.plugin for item in plan.pending])
+            for item in plan.pending:
+                by_name[item.name]["outcome"] = "running"
+                try:
+                    result = runner.upgrade(item)
+                except MigratorError:
+                    by_name[item.name]["outcome"] = "failed"
+                    raise
+                by_name[item.name].update(result.as_dict())
+        finally:
+            for entry in summary.plugins:
+                if entry["outcome"] in ("pending", "running"):
+                    entry["outcome"] = "not_run"
+            runner.close()
+
+
+def downgrade(settings: Settings, name: str, to: str) -> RunSummary:
+    """Revert one plugin to `to`: a revision, `-N` (N steps back) or `base`."""
+    summary = RunSummary(command="downgrade")
+    started = time.monotonic()
+    try:
+        found = plugins(settings)
+        plugin = plugin_named(found, name)
+        destination = _downgrade_destination(plugin, to)
+        with connection(settings) as conn:
+            from migrator.runner import Runner, StopRequest
+
+            with StopRequest().installed() as stop:
+                runner = Runner(settings, db.resolve_url(settings), conn, stop,
+                                schemas={p.name: p.schema for p in found})
+                try:
+                    runner.prepare([plugin])
+                    result = runner.downgrade(plugin, destination)
+                finally:
+                    runner.close()
+            summary.plugins = [result.as_dict()]
+    except MigratorError as exc:
+        summary.outcome = "interrupted" if exc.exit_code == 6 else "failed"
+        summary.error = redact(str(exc))
+        raise
+    finally:
+        summary.duration_ms = int((time.monotonic() - started) * 1000)
+        finish(summary)
+    return summary
+
+
+def _downgrade_destination(plugin: Plugin, to: str) -> str:
+    if to == "base":
+        return "base"
+    if to.startswith("-"):
+        if not to[1:].isdigit() or int(to[1:]) < 1:
+            raise UsageError(f"--to {to!r}: a relative step is written -N with N ≥ 1, like -1")
+        return to
+    return resolve_revision(plugin, to)
+
+
+def stamp(settings: Settings, name: str, revision: str) -> RunSummary:
+    """Record `revision` (or `head` / `base`) as applied without running it."""
+    found = plugins(settings)
+    plugin = plugin_named(found, name)
+    target = "base" if revision == "base" else resolve_revision(plugin, revision)
+    with connection(settings) as conn:
+        from migrator.runner import Runner, StopRequest
+
+        with StopRequest().installed() as stop:
+            runner = Runner(settings, db.resolve_url(settings), conn, stop)
+            try:
+                runner.prepare([plugin])
+                result = runner.stamp(plugin, target)
+            finally:
+                runner.close()
+    summary = RunSummary(command="stamp", plugins=[result.as_dict()])
+    finish(summary)
+    return summary
+
+
+def finish(summary: RunSummary) -> None:
+    """Log `run.finished` and write the Kubernetes termination message when there is one."""
+    document = summary.as_dict()
+    get_logger().info("run.finished", **document)
+    path = Path(os.environ.get("MIGRATOR_TERMINATION_LOG") or TERMINATION_LOG)
+    if not path.parent.is_dir() or (path == TERMINATION_LOG and not path.exists()):
+        return
+    text = json.dumps(document, separators=(",", ":"), default=str)
+    if len(text.encode()) > TERMINATION_LOG_LIMIT:
+        changed = [p for p in summary.plugins if p.get("outcome") != "up_to_date"]
+        brief = {**document, "plugins": changed[:20],
+                 "plugins_up_to_date": len(summary.plugins) - len(changed)}
+        text = json.dumps(brief, separators=(",", ":"), default=str)[:TERMINATION_LOG_LIMIT]
+    try:
+        path.write_text(redact(text), encoding="utf-8")
+    except OSError as exc:
+        get_logger().warning("termination_log.unwritable", path=str(path), error=exc.strerror)
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def current(settings: Settings, names: Sequence[str] = ()) -> Plan:
+    found = plugins(settings)
+    with connection(settings) as conn:
+        return read_plan(conn, select(found, names, with_dependencies=False))
+
+
+def history(settings: Settings, name: str) -> tuple[Plugin, list[dict[str, Any]]]:
+    """The plugin's tree and its `migrator.history` records (empty without a database)."""
+    found = plugins(settings)
+    plugin = plugin_named(found, name)
+    if settings.database_url is None and not settings.embedded:
+        return plugin, []
+    with connection(settings) as conn:
+        return plugin, records.history(conn, plugin.name)
+
+
+def wait(settings: Settings, *, timeout: float, interval: float = 2.0,
+         sleep: Callable[[float], None] = time.sleep,
+         clock: Callable[[], float] = time.monotonic) -> Plan:
+    """Poll until every plugin is at head; an unreachable database counts as "not yet"."""
+    found = plugins(settings)
+    url = db.resolve_url(settings)
+    log = get_logger()
+    deadline = clock() + timeout
+    reason = "not checked yet"
+    while True:
+        try:
+            with psycopg.connect(url.conninfo, autocommit=True, connect_timeout=5,
+                                 application_name=db.application_name()) as conn:
+                plan = read_plan(conn, found)
+            if not plan.pending and not plan.unknown:
+                log.info("wait.ready", plugins=len(found))
+                return plan
+            reason = "pending: " + ", ".join(p.name for p in (*plan.pending, *plan.unknown))
+        except psycopg.Error as exc:
+            reason = "database not reachable: " + redact(str(exc).strip().splitlines()[0]
+                                                          if str(exc).strip() else "error")
+        if clock() >= deadline:
+            raise WaitTimeout(f"gave up after {timeout:g}s waiting for migrations ({reason}); "
+                              "check the migration job or init container logs")
+        log.info("wait.waiting", reason=reason)
+        sleep(min(interval, max(deadline - clock(), 0.05)))
+
+
+def require_database(settings: Settings) -> None:
+    if settings.database_url is None and not settings.embedded:
+        raise ConfigError(db.NO_DATABASE_HELP)

@@ -1,0 +1,350 @@
+"""Find plugin trees, read `plugin.toml` and revision ids, and validate them.
+
+Revision ids are read with a regular expression, not by importing the file: a run with
+nothing pending must import no revision module (and neither alembic nor SQLAlchemy).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from migrator.errors import DependencyError, TreeError
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+REVISION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
+RESERVED_SCHEMAS = frozenset({"public", "migrator", "information_schema"})
+PLUGIN_TOML_KEYS = ("schema", "depends_on", "models", "description")
+ENTRY_POINT_GROUP = "migrator.plugins"
+
+_REVISION_LINE = re.compile(
+    r"^revision\s*(?::[^=\n]+)?=\s*(?P<q>['\"])(?P<id>[^'\"\n]*)(?P=q)\s*(?:#.*)?$", re.M
+)
+_DOWN_REVISION_LINE = re.compile(
+    r"^down_revision\s*(?::[^=\n]+)?=\s*(?P<value>[^#\n]+?)\s*(?:#.*)?$", re.M
+)
+_DOCSTRING_FIRST_LINE = re.compile(r'^\s*(?:"""|\'\'\')\s*(?P<line>[^\n]*?)\s*(?:"""|\'\'\')?\s*$',
+                                   re.M)
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionFile:
+    """One revision file of a tree: its id, parents, path and message."""
+
+    revision: str
+    down_revisions: tuple[str, ...]
+    path: Path
+    message: str
+
+    @classmethod
+    def read(cls, path: Path, *, plugin: str) -> RevisionFile:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TreeError(f"{path}: cannot read revision file ({exc}); fix or remove it",
+                            plugin=plugin, path=str(path)) from None
+        revision_match = _REVISION_LINE.search(text)
+        down_match = _DOWN_REVISION_LINE.search(text)
+        if revision_match is not None and down_match is not None:
+            revision: Any = revision_match.group("id")
+            down: Any = _literal(down_match.group("value"))
+        else:
+            revision, down = _assignments_from_ast(text, path, plugin)
+        if not isinstance(revision, str) or not REVISION_ID_PATTERN.match(revision):
+            raise TreeError(
+                f"{path}: revision id {revision!r} must be 1-32 letters, digits, '_' or '-'; "
+                "fix the `revision = ...` line",
+                plugin=plugin, path=str(path))
+        down_revisions = _as_revision_tuple(down, path, plugin)
+        docstring = _DOCSTRING_FIRST_LINE.search(text[:500])
+        message = docstring.group("line") if docstring else ""
+        return cls(revision=revision, down_revisions=down_revisions, path=path, message=message)
+
+
+_NOT_LITERAL = object()
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return _NOT_LITERAL
+
+
+def _assignments_from_ast(text: str, path: Path, plugin: str) -> tuple[Any, Any]:
+    """Fallback for unusual formatting: find the two assignments in the module's syntax tree."""
+    try:
+        module = ast.parse(text, filename=str(path))
+    except SyntaxError as exc:
+        raise TreeError(
+            f"{path}:{exc.lineno}: syntax error in revision file ({exc.msg}); fix the file",
+            plugin=plugin, path=str(path)) from None
+    found: dict[str, Any] = {}
+    for node in module.body:
+        targets: list[ast.expr] = []
+        value: ast.expr | None = None
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
+                try:
+                    found[target.id] = ast.literal_eval(value) if value is not None else None
+                except ValueError:
+                    found[target.id] = _NOT_LITERAL
+    for name in ("revision", "down_revision"):
+        if name not in found:
+            raise TreeError(
+                f"{path}: no `{name} = ...` assignment; every revision file needs "
+                "`revision` and `down_revision` (None for the first revision)",
+                plugin=plugin, path=str(path))
+        if found[name] is _NOT_LITERAL:
+            raise TreeError(f"{path}: `{name}` must be a literal string (or None / a tuple of "
+                            "strings), not an expression", plugin=plugin, path=str(path))
+    return found["revision"], found["down_revision"]
+
+
+def _as_revision_tuple(value: Any, path: Path, plugin: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = (value,)
+    if isinstance(value, tuple | list) and all(
+        isinstance(v, str) and REVISION_ID_PATTERN.match(v) for v in value
+    ):
+        return tuple(value)
+    raise TreeError(
+        f"{path}: down_revision {value!r} must be None, a revision id or a tuple of ids",
+        plugin=plugin, path=str(path))
+
+
+@dataclass(frozen=True, slots=True)
+class Plugin:
+    """A validated plugin tree: where it came from, its schema, dependencies and revisions."""
+
+    name: str
+    schema: str
+    path: Path
+    source: str
+    depends_on: tuple[str, ...]
+    models: str | None
+    description: str
+    revisions: tuple[RevisionFile, ...]
+    head: str | None
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.path / "versions"
+
+    def revision(self, revision_id: str) -> RevisionFile | None:
+        for candidate in self.revisions:
+            if candidate.revision == revision_id:
+                return candidate
+        return None
+
+    @classmethod
+    def from_directory(cls, path: Path, *, source: str, name: str | None = None) -> Plugin:
+        """Read and validate the tree at `path` (a directory holding `versions/`)."""
+        name = name or path.name
+        if not NAME_PATTERN.match(name):
+            raise TreeError(
+                f"{path}: plugin name {name!r} must match ^[a-z][a-z0-9_]{{0,47}}$ "
+                "(lowercase letters, digits, underscores); rename the directory",
+                plugin=name, path=str(path))
+        config = _read_plugin_toml(path / "plugin.toml", name)
+        schema = config.get("schema", name)
+        validate_schema_name(schema, where=f"{path / 'plugin.toml'}", plugin=name)
+        depends_on = tuple(config.get("depends_on", ()))
+        if name in depends_on:
+            raise DependencyError(f"{path / 'plugin.toml'}: plugin {name!r} depends on itself; "
+                                  "remove it from depends_on", plugins=[name])
+        revisions = _read_revisions(path / "versions", name)
+        return cls(
+            name=name, schema=schema, path=path, source=source, depends_on=depends_on,
+            models=config.get("models"), description=config.get("description", ""),
+            revisions=revisions, head=_single_head(revisions, name, path),
+        )
+
+
+def validate_schema_name(schema: str, *, where: str, plugin: str) -> None:
+    if not NAME_PATTERN.match(schema) or schema in RESERVED_SCHEMAS or schema.startswith("pg_"):
+        raise TreeError(
+            f"{where}: schema {schema!r} is not allowed; use a lowercase identifier matching "
+            "^[a-z][a-z0-9_]{0,47}$ other than public, migrator, information_schema or pg_*",
+            plugin=plugin, path=where)
+
+
+def _read_plugin_toml(path: Path, plugin: str) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise TreeError(f"{path}: invalid TOML ({exc}); fix the file", plugin=plugin,
+                        path=str(path)) from None
+    unknown = sorted(set(data) - set(PLUGIN_TOML_KEYS))
+    if unknown:
+        raise TreeError(
+            f"{path}: unknown key {unknown[0]!r}; allowed keys are " + ", ".join(PLUGIN_TOML_KEYS),
+            plugin=plugin, path=str(path))
+    for key in ("schema", "models", "description"):
+        if key in data and not isinstance(data[key], str):
+            raise TreeError(f"{path}: {key} must be a string, got {type(data[key]).__name__}",
+                            plugin=plugin, path=str(path))
+    if "models" in data and not re.match(r"^[\w.]+:[\w.]+$", data["models"]):
+        raise TreeError(f"{path}: models {data['models']!r} must look like 'package.module:metadata'",
+                        plugin=plugin, path=str(path))
+    depends = data.get("depends_on", [])
+    if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
+        raise TreeError(f"{path}: depends_on must be a list of plugin names, like [\"core\"]",
+                        plugin=plugin, path=str(path))
+    for dependency in depends:
+        if not NAME_PATTERN.match(dependency):
+            raise TreeError(f"{path}: depends_on entry {dependency!r} is not a valid plugin name",
+                            plugin=plugin, path=str(path))
+    return data
+
+
+def _read_revisions(versions: Path, plugin: str) -> tuple[RevisionFile, ...]:
+    files = sorted(p for p in versions.glob("*.py") if not p.name.startswith(("__init__", ".#")))
+    revisions = [RevisionFile.read(p, plugin=plugin) for p in files]
+    seen: dict[str, Path] = {}
+    for rev in revisions:
+        if rev.revision in seen:
+            raise TreeError(
+                f"{rev.path}: revision id {rev.revision!r} is also used by {seen[rev.revision]}; "
+                "give one of them a new id", plugin=plugin, path=str(rev.path))
+        seen[rev.revision] = rev.path
+    for rev in revisions:
+        for parent in rev.down_revisions:
+            if parent not in seen:
+                raise TreeError(
+                    f"{rev.path}: down_revision {parent!r} is not a revision of plugin "
+                    f"{plugin!r}; point it at an existing revision of this tree",
+                    plugin=plugin, path=str(rev.path))
+    return tuple(revisions)
+
+
+def _single_head(revisions: tuple[RevisionFile, ...], plugin: str, path: Path) -> str | None:
+    if not revisions:
+        return None
+    parents = {p for rev in revisions for p in rev.down_revisions}
+    heads = sorted(rev.revision for rev in revisions if rev.revision not in parents)
+    if len(heads) != 1:
+        if not heads:
+            raise TreeError(f"{path}: plugin {plugin!r} revisions form a cycle (no head); "
+                            "fix the down_revision lines", plugin=plugin, path=str(path))
+        raise TreeError(
+            f"plugin {plugin!r} has {len(heads)} heads ({', '.join(heads)}); create a merge "
+            f"revision: migrator revision --plugin {plugin} -m merge",
+            plugin=plugin, path=str(path))
+    if not any(not rev.down_revisions for rev in revisions):
+        raise TreeError(f"{path}: plugin {plugin!r} has no base revision (down_revision = None); "
+                        "fix the down_revision lines", plugin=plugin, path=str(path))
+    return heads[0]
+
+
+def discover(migrations_dir: Path, *, entry_points: bool = True) -> list[Plugin]:
+    """Every plugin from `migrations_dir` and the `migrator.plugins` entry points, validated
+    and in dependency order."""
+    found: dict[str, Plugin] = {}
+    if migrations_dir.is_dir():
+        for child in sorted(migrations_dir.iterdir()):
+            if child.is_dir() and (child / "versions").is_dir():
+                plugin = Plugin.from_directory(child, source=str(child))
+                found[plugin.name] = plugin
+    if entry_points:
+        for plugin in _entry_point_plugins():
+            if plugin.name in found:
+                raise TreeError(
+                    f"plugin {plugin.name!r} is found twice: {found[plugin.name].source} and "
+                    f"{plugin.source}; remove or rename one of them", plugin=plugin.name)
+            found[plugin.name] = plugin
+    if not found and not migrations_dir.is_dir():
+        from migrator.errors import ConfigError
+
+        raise ConfigError(
+            f"migrations directory {migrations_dir} does not exist and no installed package "
+            "declares migrator.plugins; pass --migrations-dir or set MIGRATOR_MIGRATIONS_DIR")
+    _check_schemas_unique(found.values())
+    return order_by_dependencies(found)
+
+
+def _entry_point_plugins() -> Iterable[Plugin]:
+    from importlib.metadata import entry_points
+    from importlib.util import find_spec
+
+    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        where = f"entry point {entry.name} = {entry.value}"
+        try:
+            spec = find_spec(entry.value)
+        except (ImportError, ValueError) as exc:
+            raise TreeError(f"{where}: cannot find module ({exc}); fix the package's entry point",
+                            plugin=entry.name) from None
+        if spec is None or (spec.origin is None and not spec.submodule_search_locations):
+            raise TreeError(f"{where}: module not found; fix the package's entry point",
+                            plugin=entry.name)
+        locations = list(spec.submodule_search_locations or [])
+        directory = Path(locations[0]) if locations else Path(str(spec.origin)).parent
+        if not (directory / "versions").is_dir():
+            raise TreeError(f"{where}: {directory} has no versions/ folder", plugin=entry.name)
+        yield Plugin.from_directory(directory, source=where, name=entry.name)
+
+
+def _check_schemas_unique(plugins: Iterable[Plugin]) -> None:
+    owners: dict[str, Plugin] = {}
+    for plugin in plugins:
+        other = owners.get(plugin.schema)
+        if other is not None:
+            raise TreeError(
+                f"plugins {other.name!r} and {plugin.name!r} both use schema {plugin.schema!r}; "
+                "set a different `schema` in one plugin.toml", plugin=plugin.name)
+        owners[plugin.schema] = plugin
+
+
+def order_by_dependencies(plugins: Mapping[str, Plugin]) -> list[Plugin]:
+    """Plugins in dependency order (graphlib); ties broken by name so the order is stable."""
+    from graphlib import CycleError, TopologicalSorter
+
+    for plugin in plugins.values():
+        for dependency in plugin.depends_on:
+            if dependency not in plugins:
+                raise DependencyError(
+                    f"plugin {plugin.name!r} depends on {dependency!r}, which is not installed "
+                    f"(plugin.toml of {plugin.source}); install it or remove it from depends_on",
+                    plugins=[plugin.name, dependency])
+    sorter: TopologicalSorter[str] = TopologicalSorter(
+        {name: plugins[name].depends_on for name in sorted(plugins)})
+    try:
+        sorter.prepare()
+    except CycleError as exc:
+        members = list(dict.fromkeys(exc.args[1]))
+        raise DependencyError(
+            "dependency cycle between plugins: " + " -> ".join([*members, members[0]])
+            + "; remove one depends_on entry to break it", plugins=members) from None
+    ordered: list[Plugin] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready())
+        ordered.extend(plugins[name] for name in ready)
+        sorter.done(*ready)
+    return ordered
+
+
+def with_dependencies(plugins: list[Plugin], names: Iterable[str]) -> list[Plugin]:
+    """The named plugins and everything they depend on, in dependency order."""
+    by_name = {p.name: p for p in plugins}
+    wanted: set[str] = set()
+    stack = list(names)
+    while stack:
+        name = stack.pop()
+        if name not in wanted:
+            wanted.add(name)
+            stack.extend(by_name[name].depends_on)
+    return [p for p in plugins if p.name in wanted]

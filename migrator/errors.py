@@ -1,0 +1,98 @@
+"""migrator's exceptions; each class carries the process exit code the CLI uses.
+
+    MigratorError                  exit 1  (base; a migration failed)
+    ├── MigrationFailed            exit 1  plugin, revision, database message
+    ├── UsageError                 exit 2
+    │   ├── ConfigError                    bad flag value, no database configured
+    │   ├── TreeError                      bad plugin tree, plugin.toml or revision file
+    │   ├── DependencyError                depends_on cycle or unknown dependency
+    │   ├── UnknownPlugin
+    │   └── UnknownRevision
+    ├── TimedOut                   exit 3
+    │   ├── LockWaitTimeout                another runner held a plugin's lock too long
+    │   └── WaitTimeout                    `migrator wait` gave up
+    ├── DatabaseUnreachable        exit 4
+    ├── FindingsReported           exit 5  check / status --check / lint found something
+    └── Interrupted                exit 6  SIGTERM / SIGINT; the next run resumes
+
+Every message says what went wrong, where, and what to do next, on one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class MigratorError(Exception):
+    """Base of every error migrator reports; `exit_code` is the process exit status."""
+
+    exit_code = 1
+
+
+class MigrationFailed(MigratorError):
+    exit_code = 1
+
+    def __init__(self, message: str, *, plugin: str, revision: str | None) -> None:
+        super().__init__(message)
+        self.plugin = plugin
+        self.revision = revision
+
+
+class UsageError(MigratorError):
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    pass
+
+
+class TreeError(UsageError):
+    def __init__(self, message: str, *, plugin: str | None = None, path: str | None = None):
+        super().__init__(message)
+        self.plugin = plugin
+        self.path = path
+
+
+class DependencyError(UsageError):
+    def __init__(self, message: str, *, plugins: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.plugins = tuple(plugins)
+
+
+class UnknownPlugin(UsageError):
+    def __init__(self, message: str, *, plugin: str) -> None:
+        super().__init__(message)
+        self.plugin = plugin
+
+
+class UnknownRevision(UsageError):
+    def __init__(self, message: str, *, plugin: str, revision: str) -> None:
+        super().__init__(message)
+        self.plugin = plugin
+        self.revision = revision
+
+
+class TimedOut(MigratorError):
+    exit_code = 3
+
+
+class LockWaitTimeout(TimedOut):
+    def __init__(self, message: str, *, plugin: str) -> None:
+        super().__init__(message)
+        self.plugin = plugin
+
+
+class WaitTimeout(TimedOut):
+    pass
+
+
+class DatabaseUnreachable(MigratorError):
+    exit_code = 4
+
+
+class FindingsReported(MigratorError):
+    exit_code = 5
+
+
+class Interrupted(MigratorError):
+    exit_code = 6

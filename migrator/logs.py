@@ -1,0 +1,77 @@
+"""structlog, configured once: events to stderr, JSON lines off a terminal, secrets redacted."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+_secrets: list[str] = []
+
+
+def configure(*, log_format: str = "auto", level: str = "info",
+              secrets: tuple[str, ...] = ()) -> None:
+    """Set up structlog for this process; `secrets` are replaced by *** in every event."""
+    _secrets[:] = [s for s in secrets if s]
+    stream = sys.stderr
+    use_json = log_format == "json" or (log_format == "auto" and not stream.isatty())
+    renderer: Any
+    if use_json:
+        renderer = structlog.processors.JSONRenderer(default=str)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact_secrets,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=True,
+    )
+
+
+def redact(text: str) -> str:
+    """`text` with every registered secret replaced by ***."""
+    for secret in _secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: no registered secret survives into a rendered event."""
+    if not _secrets:
+        return event_dict
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = redact(value)
+        elif isinstance(value, list | tuple | dict):
+            event_dict[key] = _redact_nested(value)
+    return event_dict
+
+
+def _redact_nested(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redact_nested(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_nested(v) for v in value]
+    return value
+
+
+def get_logger() -> Any:
+    return structlog.get_logger("migrator")

@@ -1,0 +1,133 @@
+"""What is pending, as data: `Plan.build(plugins, current)` needs no database.
+
+`upgrade`, `--dry-run`, `status` and `wait` all read the same `Plan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from migrator.discovery import Plugin
+from migrator.errors import UnknownRevision, UsageError
+
+UP_TO_DATE = "up_to_date"
+PENDING = "pending"
+UNKNOWN_REVISION = "unknown_revision"
+ORPHANED = "orphaned"
+
+
+def ancestry(plugin: Plugin, revisions: Sequence[str]) -> set[str]:
+    """`revisions` and every revision they descend from."""
+    parents = {rev.revision: rev.down_revisions for rev in plugin.revisions}
+    seen: set[str] = set()
+    stack = list(revisions)
+    while stack:
+        rev = stack.pop()
+        if rev not in seen:
+            seen.add(rev)
+            stack.extend(parents.get(rev, ()))
+    return seen
+
+
+def oldest_first(plugin: Plugin, revisions: set[str]) -> tuple[str, ...]:
+    """`revisions` in application order: parents before children, ties by file name."""
+    from graphlib import TopologicalSorter
+
+    by_id = {rev.revision: rev for rev in plugin.revisions}
+    sorter: TopologicalSorter[str] = TopologicalSorter(
+        {r: [p for p in by_id[r].down_revisions if p in revisions] for r in revisions})
+    sorter.prepare()
+    ordered: list[str] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=lambda r: by_id[r].path.name)
+        ordered.extend(ready)
+        sorter.done(*ready)
+    return tuple(ordered)
+
+
+def resolve_revision(plugin: Plugin, text: str) -> str:
+    """A revision id of `plugin`'s tree from a full id, a unique prefix, or `head`."""
+    if text == "head" and plugin.head:
+        return plugin.head
+    if plugin.revision(text):
+        return text
+    matches = [r.revision for r in plugin.revisions if r.revision.startswith(text)]
+    if len(matches) == 1 and len(text) >= 4:
+        return matches[0]
+    hint = f"; known revisions: {', '.join(r.revision for r in plugin.revisions[-5:])}" \
+        if plugin.revisions else "; the tree has no revisions yet"
+    raise UnknownRevision(
+        f"revision {text!r} is not in plugin {plugin.name!r}'s tree ({plugin.versions_dir})"
+        + hint + "; run: migrator history --plugin " + plugin.name,
+        plugin=plugin.name, revision=text)
+
+
+@dataclass(frozen=True, slots=True)
+class PluginPlan:
+    """One plugin: where the database is, where the tree goes, and what is pending."""
+
+    plugin: Plugin
+    current: tuple[str, ...]
+    target: str | None
+    pending: tuple[str, ...]
+    state: str
+
+    @property
+    def name(self) -> str:
+        return self.plugin.name
+
+    @property
+    def current_label(self) -> str | None:
+        return ",".join(self.current) if self.current else None
+
+    @classmethod
+    def build(cls, plugin: Plugin, current: tuple[str, ...], target: str | None = None
+              ) -> PluginPlan:
+        goal = target or plugin.head
+        known = {rev.revision for rev in plugin.revisions}
+        if any(rev not in known for rev in current):
+            return cls(plugin, current, goal, (), UNKNOWN_REVISION)
+        if goal is None:
+            return cls(plugin, current, goal, (), UP_TO_DATE)
+        done = ancestry(plugin, current)
+        if target is not None and target in done and target not in current:
+            raise UsageError(
+                f"plugin {plugin.name!r} is already past revision {target} "
+                f"(at {','.join(current)}); to go back run: migrator downgrade "
+                f"--plugin {plugin.name} --to {target}")
+        pending = oldest_first(plugin, ancestry(plugin, [goal]) - done)
+        return cls(plugin, current, goal, pending, PENDING if pending else UP_TO_DATE)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Every selected plugin's `PluginPlan`, in dependency order."""
+
+    plugins: tuple[PluginPlan, ...]
+
+    @classmethod
+    def build(cls, plugins: Sequence[Plugin], current: Mapping[str, tuple[str, ...]],
+              *, targets: Mapping[str, str] | None = None) -> Plan:
+        """`current` maps schema → revisions in its version table (missing: nothing applied)."""
+        targets = targets or {}
+        return cls(tuple(
+            PluginPlan.build(p, tuple(current.get(p.schema, ())), targets.get(p.name))
+            for p in plugins))
+
+    @property
+    def pending(self) -> tuple[PluginPlan, ...]:
+        return tuple(p for p in self.plugins if p.state == PENDING)
+
+    @property
+    def unknown(self) -> tuple[PluginPlan, ...]:
+        return tuple(p for p in self.plugins if p.state == UNKNOWN_REVISION)
+
+    def require_known_revisions(self) -> None:
+        """Refuse to run when a version table holds a revision no tree has."""
+        for item in self.unknown:
+            raise UnknownRevision(
+                f"plugin {item.name!r}: the database is at revision {item.current_label}, which "
+                f"is not in {item.plugin.versions_dir}; restore the missing revision file or "
+                f"run: migrator stamp --plugin {item.name} <revision>",
+                plugin=item.name, revision=item.current_label or "")

@@ -1,0 +1,411 @@
+"""Apply a `Plan`: per plugin, take its lock, then one transaction per revision.
+
+Each revision's DDL, its version stamp and its `migrator.history` row commit together, so a
+crash leaves every plugin at a revision boundary. Alembic runs the revisions (its
+`MigrationContext` with `transaction_per_migration`); migrator supplies the environment:
+the plugin's schema as `search_path`, `lock_timeout`, retries and the history rows.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import sql
+
+from migrator import db, locking, records, retries
+from migrator.config import DatabaseUrl, Settings
+from migrator.discovery import Plugin
+from migrator.errors import Interrupted, MigrationFailed, TreeError, UnknownRevision
+from migrator.logs import get_logger, redact
+from migrator.plan import UNKNOWN_REVISION, PluginPlan
+
+if TYPE_CHECKING:
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.engine import Connection, Engine
+
+UP, DOWN, STAMP = "up", "down", "stamp"
+
+
+class StopRequest:
+    """Set by SIGTERM/SIGINT: finish the current revision, release locks, exit 6."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    def is_set(self) -> bool:
+        return self.signal_name is not None
+
+    @contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            if self.signal_name is not None:
+                # A second signal: the operator insists. Abort now; the open transaction
+                # rolls back, so the plugin still sits at a revision boundary.
+                raise KeyboardInterrupt
+            self.signal_name = signal.Signals(signum).name
+            get_logger().warning("run.stopping", signal=self.signal_name,
+                                 detail="finishing the current revision, then exiting")
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def check(self, where: str) -> None:
+        if self.is_set():
+            raise Interrupted(f"stopped by {self.signal_name} {where}; the work done so far "
+                              "is committed, rerun to continue")
+
+
+@dataclass(slots=True)
+class PluginOutcome:
+    """What a run did to one plugin (one entry of the run summary)."""
+
+    plugin: str
+    from_revision: str | None
+    to_revision: str | None
+    applied: list[str] = field(default_factory=list)
+    duration_ms: int = 0
+    outcome: str = "up_to_date"  # up_to_date | applied | failed | interrupted | skipped
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"plugin": self.plugin, "from": self.from_revision, "to": self.to_revision,
+                "applied": len(self.applied), "duration_ms": self.duration_ms,
+                "outcome": self.outcome}
+
+
+def load_script(plugin: Plugin) -> ScriptDirectory:
+    """Alembic's view of the tree (imports every revision module), checked against ours."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    for rev in plugin.revisions:
+        try:
+            compile(rev.path.read_bytes(), str(rev.path), "exec")
+        except SyntaxError as exc:
+            raise TreeError(f"{rev.path}:{exc.lineno}: syntax error ({exc.msg}); fix the file",
+                            plugin=plugin.name, path=str(rev.path)) from None
+    script = ScriptDirectory(str(plugin.path), version_locations=[str(plugin.versions_dir)])
+    try:
+        found = {s.revision for s in script.walk_revisions("base", "heads")}
+    except CommandError as exc:
+        raise TreeError(f"plugin {plugin.name!r}: {exc}", plugin=plugin.name) from None
+    except Exception as exc:  # a revision module failed to import: user code, any error type
+        where = _revision_frame(exc, plugin)
+        raise TreeError(f"{where}: importing the revision failed ({type(exc).__name__}: {exc}); "
+                        "fix the file", plugin=plugin.name, path=where) from None
+    expected = {rev.revision for rev in plugin.revisions}
+    if found != expected:
+        raise TreeError(
+            f"plugin {plugin.name!r}: Alembic reads revisions {sorted(found)} but the files "
+            f"declare {sorted(expected)}; keep `revision = \"...\"` a plain one-line literal",
+            plugin=plugin.name)
+    return script
+
+
+def _revision_frame(exc: BaseException, plugin: Plugin) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if f.filename.startswith(str(plugin.versions_dir))]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else str(plugin.versions_dir)
+
+
+class _Steps:
+    """Feeds Alembic the steps one at a time: stops between revisions when asked, knows
+    which revision is running, and writes each one's history row inside its transaction."""
+
+    def __init__(self, runner: Runner, plugin: Plugin, direction: str, destination: str,
+                 script: ScriptDirectory) -> None:
+        self.runner, self.plugin, self.direction = runner, plugin, direction
+        self.destination, self.script = destination, script
+        self.current: str | None = None
+        self.started_at = datetime.now(UTC)
+        self.applied: list[str] = []
+        self._last: str | None = None
+        self._unlogged: tuple[str, float] | None = None
+
+    def __call__(self, heads: tuple[str, ...], _context: Any) -> Iterator[Any]:
+        if self.direction == UP:
+            steps = self.script._upgrade_revs(self.destination, heads)
+        else:
+            steps = self.script._downgrade_revs(self.destination, heads)
+        ids = [self._revision_of(step) for step in steps]
+        self._last = ids[-1] if ids else None
+        for step, revision in zip(steps, ids, strict=True):
+            self._log_committed()
+            if self.runner.stop.is_set():
+                return
+            self.current = revision
+            self.started_at = datetime.now(UTC)
+            yield step
+        self._log_committed()
+
+    @staticmethod
+    def _revision_of(step: Any) -> str:
+        return str(step.revision.revision)
+
+    def on_applied(self, *, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+        """Alembic callback, inside the revision's transaction, after its version stamp."""
+        revision = self.current
+        assert revision is not None
+        conn = ctx.connection.connection.driver_connection
+        finished = datetime.now(UTC)
+        rev_file = self.plugin.revision(revision)
+        records.record(conn, records.Attempt(
+            plugin=self.plugin.name, schema=self.plugin.schema, revision=revision,
+            direction=self.direction, checksum=records.checksum(rev_file.path) if rev_file else None,
+            started_at=self.started_at, finished_at=finished, applied_by=db.host_identity(),
+            outcome="applied"))
+        if revision == self._last:
+            # Earlier revisions committed with synchronous_commit off; this commit waits for
+            # the WAL flush, which (WAL being sequential) makes all of them durable too.
+            conn.execute("SET LOCAL synchronous_commit TO on")
+        self.applied.append(revision)
+        self._unlogged = (revision, (finished - self.started_at).total_seconds())
+
+    def _log_committed(self) -> None:
+        if self._unlogged is not None:
+            revision, seconds = self._unlogged
+            event = "revision.applied" if self.direction == UP else "revision.reverted"
+            self.runner.log.info(event, plugin=self.plugin.name, revision=revision,
+                                 duration_ms=int(seconds * 1000))
+            self._unlogged = None
+
+
+class Runner:
+    """Applies plans with one lock connection (autocommit) and one work connection."""
+
+    def __init__(self, settings: Settings, url: DatabaseUrl, lock_conn: psycopg.Connection[Any],
+                 stop: StopRequest, *, schemas: dict[str, str] | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.settings, self.url, self.lock_conn, self.stop = settings, url, lock_conn, stop
+        self.schemas = schemas or {}  # plugin name -> schema, to find a dependency's tables
+        self.sleep = sleep
+        self.log = get_logger()
+        self._engine: Engine | None = None
+        self._scripts: dict[str, ScriptDirectory] = {}
+
+    # -- public verbs ------------------------------------------------------------------
+
+    def prepare(self, plugins: list[Plugin]) -> None:
+        """Load every tree that will run before touching the database: a broken file is
+        found before anything is applied."""
+        for plugin in plugins:
+            if plugin.name not in self._scripts:
+                self._scripts[plugin.name] = load_script(plugin)
+        records.ensure_schema(self.lock_conn)
+
+    def upgrade(self, item: PluginPlan) -> PluginOutcome:
+        return self._migrate(item.plugin, UP, item.target or "heads", item)
+
+    def downgrade(self, plugin: Plugin, destination: str) -> PluginOutcome:
+        return self._migrate(plugin, DOWN, destination, None)
+
+    def stamp(self, plugin: Plugin, revision: str) -> PluginOutcome:
+        """Record `revision` (or `base`) as the plugin's state without running anything."""
+        from alembic.runtime.migration import MigrationContext
+
+        script = self._scripts.get(plugin.name) or load_script(plugin)
+        with self._plugin_lock(plugin), self._work_connection(plugin) as conn:
+            before = self._current(plugin)
+            outcome = PluginOutcome(plugin.name, _label(before), None if revision == "base"
+                                    else revision)
+            started = datetime.now(UTC)
+            with conn.begin():
+                ctx = MigrationContext.configure(
+                    connection=conn, opts={"version_table_schema": plugin.schema})
+                ctx.stamp(script, revision)
+                rev_file = plugin.revision(revision)
+                records.record(conn.connection.driver_connection, records.Attempt(
+                    plugin=plugin.name, schema=plugin.schema, revision=revision,
+                    direction=STAMP, checksum=records.checksum(rev_file.path) if rev_file else None,
+                    started_at=started, finished_at=datetime.now(UTC),
+                    applied_by=db.host_identity(), outcome="applied"))
+            self.log.info("revision.stamped", plugin=plugin.name, revision=revision)
+            outcome.outcome = "applied"
+            outcome.applied.append(revision)
+            return outcome
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+    # -- the work ------------------------------------------------------------------------
+
+    def _migrate(self, plugin: Plugin, direction: str, destination: str,
+                 item: PluginPlan | None) -> PluginOutcome:
+        started = time.monotonic()
+        self.stop.check(f"before plugin {plugin.name!r}")
+        script = self._scripts.get(plugin.name) or load_script(plugin)
+        with self._plugin_lock(plugin):
+            current = self._current(plugin)
+            outcome = PluginOutcome(plugin.name, _label(current), _label(current))
+            if item is not None:
+                fresh = PluginPlan.build(plugin, current, item.target)
+                if fresh.state == UNKNOWN_REVISION:
+                    raise UnknownRevision(
+                        f"plugin {plugin.name!r} is at revision {_label(current)}, which is not "
+                        f"in {plugin.versions_dir}; restore the file or run: migrator stamp",
+                        plugin=plugin.name, revision=_label(current) or "")
+                if not fresh.pending:
+                    # A peer finished the work while we waited for the lock.
+                    return outcome
+            with self._work_connection(plugin) as conn:
+                steps = self._run_with_retries(conn, plugin, direction, destination, script)
+            outcome.applied = steps.applied
+            outcome.to_revision = _label(self._current(plugin))
+            outcome.duration_ms = int((time.monotonic() - started) * 1000)
+            outcome.outcome = "applied" if steps.applied else "up_to_date"
+        self.stop.check(f"after plugin {plugin.name!r}")
+        return outcome
+
+    def _run_with_retries(self, conn: Connection, plugin: Plugin, direction: str,
+                          destination: str, script: ScriptDirectory) -> _Steps:
+        from alembic.operations import Operations
+        from alembic.runtime.migration import MigrationContext
+        from sqlalchemy.exc import DBAPIError
+
+        delays = retries.backoff_delays()
+        applied: list[str] = []
+        for attempt in range(self.settings.retries + 1):
+            steps = _Steps(self, plugin, direction, destination, script)
+            ctx = MigrationContext.configure(connection=conn, opts={
+                "version_table_schema": plugin.schema,
+                "transaction_per_migration": True,
+                "fn": steps,
+                "on_version_apply": [steps.on_applied],
+            })
+            try:
+                with Operations.context(ctx):
+                    ctx.run_migrations()
+            except DBAPIError as exc:
+                applied += steps.applied
+                self._record_failure(plugin, steps, direction, exc)
+                code = retries.sqlstate(exc)
+                if (code in retries.LOCK_CONFLICT_SQLSTATES and attempt < self.settings.retries
+                        and not self.stop.is_set()):
+                    delay = next(delays)
+                    self._log_lock_retry(conn, plugin, steps, exc, attempt + 1, delay)
+                    self.sleep(delay)
+                    continue
+                raise self._failure(plugin, steps, exc, attempts=attempt + 1) from None
+            except Exception as exc:  # the revision's own Python code failed: any error type
+                applied += steps.applied
+                self._record_failure(plugin, steps, direction, exc)
+                raise self._failure(plugin, steps, exc, attempts=1) from None
+            steps.applied = applied + steps.applied
+            return steps
+        raise AssertionError("unreachable: the last attempt either returns or raises")
+
+    def _record_failure(self, plugin: Plugin, steps: _Steps, direction: str,
+                        exc: BaseException) -> None:
+        if steps.current is None or steps.current in steps.applied:
+            return
+        rev_file = plugin.revision(steps.current)
+        try:
+            records.record(self.lock_conn, records.Attempt(
+                plugin=plugin.name, schema=plugin.schema, revision=steps.current,
+                direction=direction,
+                checksum=records.checksum(rev_file.path) if rev_file else None,
+                started_at=steps.started_at, finished_at=datetime.now(UTC),
+                applied_by=db.host_identity(), outcome="failed", error=_message(exc)[:2000]))
+        except psycopg.Error as record_error:
+            self.log.warning("history.record_failed", plugin=plugin.name,
+                             error=_message(record_error))
+
+    def _log_lock_retry(self, conn: Connection, plugin: Plugin, steps: _Steps,
+                        exc: BaseException, attempt: int, delay: float) -> None:
+        blockers = self._blockers(conn, plugin)
+        self.log.warning(
+            "lock_timeout.retry", plugin=plugin.name, revision=steps.current, attempt=attempt,
+            of=self.settings.retries, retry_in_s=round(delay, 2), error=_message(exc),
+            blockers=[{"pid": b.pid, "application_name": b.application_name, "state": b.state,
+                       "transaction_age_s": b.transaction_age_s, "query": b.query[:200]}
+                      for b in blockers])
+
+    def _blockers(self, conn: Connection | None, plugin: Plugin) -> list[locking.Blocker]:
+        schemas = [plugin.schema, *(self.schemas.get(d, d) for d in plugin.depends_on)]
+        try:
+            exclude = [conn.connection.driver_connection.info.backend_pid] if conn else []
+            return locking.blocking_sessions(self.lock_conn, schemas=schemas,
+                                             exclude_pids=exclude)
+        except psycopg.Error:
+            return []
+
+    def _failure(self, plugin: Plugin, steps: _Steps, exc: BaseException, *,
+                 attempts: int) -> MigrationFailed:
+        revision = steps.current or "?"
+        rev_file = plugin.revision(revision)
+        where = f"{plugin.name!r} revision {revision}" + (
+            f" ({rev_file.path.name})" if rev_file else "")
+        code = retries.sqlstate(exc)
+        if code in retries.LOCK_CONFLICT_SQLSTATES:
+            blockers = "; ".join(b.describe() for b in self._blockers(None, plugin)) or "unknown"
+            message = (f"plugin {where} could not take its locks within --lock-timeout "
+                       f"{self.settings.lock_timeout:g}s after {attempts} attempts "
+                       f"({_message(exc)}); blocking sessions: {blockers}; end or wait for them "
+                       "and rerun, nothing was half-applied")
+        elif retries.connection_lost(exc):
+            message = (f"plugin {where}: the database connection was lost ({_message(exc)}); "
+                       "the revision was rolled back, rerun to continue")
+        else:
+            message = (f"plugin {where} failed: {_message(exc)}; the revision was rolled back, "
+                       "fix it and rerun")
+        return MigrationFailed(message, plugin=plugin.name, revision=steps.current)
+
+    # -- connections and locks ------------------------------------------------------------
+
+    @contextmanager
+    def _plugin_lock(self, plugin: Plugin) -> Iterator[None]:
+        locking.acquire(self.lock_conn, plugin=plugin.name, wait=self.settings.lock_wait,
+                        log=self.log, should_stop=self.stop.is_set)
+        try:
+            yield
+        finally:
+            try:
+                locking.release(self.lock_conn, plugin=plugin.name)
+            except psycopg.Error:
+                pass  # the connection is gone, and its session lock with it
+
+    def _current(self, plugin: Plugin) -> tuple[str, ...]:
+        return db.read_current_revisions(self.lock_conn, [plugin.schema]).get(plugin.schema, ())
+
+    @contextmanager
+    def _work_connection(self, plugin: Plugin) -> Iterator[Connection]:
+        """A connection set up for `plugin`: its schema exists and is first on search_path,
+        lock_timeout is set (only now: the advisory lock is held) and commits are async."""
+        from sqlalchemy.schema import CreateSchema
+
+        if self._engine is None:
+            self._engine = db.sqlalchemy_engine(self.url, timeout=self.settings.connect_timeout)
+        with self._engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            conn.execute(CreateSchema(plugin.schema, if_not_exists=True))
+            raw.execute(sql.SQL("SET search_path TO {}, public").format(
+                sql.Identifier(plugin.schema)))
+            raw.execute("SELECT set_config('lock_timeout', %s, false), "
+                        "set_config('synchronous_commit', 'off', false)",
+                        (f"{int(self.settings.lock_timeout * 1000)}ms",))
+            conn.commit()
+            yield conn
+
+
+def _label(revisions: tuple[str, ...]) -> str | None:
+    return ",".join(revisions) if revisions else None
+
+
+def _message(exc: BaseException) -> str:
+    """The database's own message (first line), password-free."""
+    original = getattr(exc, "orig", None) or exc
+    text = str(original).strip().splitlines()
+    return redact(text[0] if text else type(exc).__name__)
