@@ -190,7 +190,8 @@ class RunSummary:
 def upgrade(settings: Settings, names: Sequence[str] = (), *, to: str | None = None) -> RunSummary:
     """Apply pending revisions in dependency order; the named plugins' dependencies first."""
     if to is not None and len(names) != 1:
-        raise UsageError("--to needs exactly one --plugin (a revision belongs to one plugin's tree)")
+        raise UsageError(
+            "--to needs exactly one --plugin (a revision belongs to one plugin's tree)")
     summary = RunSummary(command="upgrade")
     started = time.monotonic()
     try:

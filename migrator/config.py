@@ -33,7 +33,8 @@ def parse_duration(text: str | float | int, *, what: str) -> float:
     match = _DURATION.match(text)
     if match is None:
         raise ConfigError(
-            f"{what}: {text!r} is not a duration; write it like 250ms, 5s, 2m or a number of seconds"
+            f"{what}: {text!r} is not a duration; write it like 250ms, 5s, 2m or a number "
+            "of seconds"
         )
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
@@ -114,7 +115,8 @@ class Settings:
 
         return cls(
             database_url=_database_url(flags.get("database_url"), env),
-            migrations_dir=Path(pick("migrations_dir", "MIGRATOR_MIGRATIONS_DIR") or "plugin_migrations"),
+            migrations_dir=Path(
+                pick("migrations_dir", "MIGRATOR_MIGRATIONS_DIR") or "plugin_migrations"),
             embedded=_flag(pick("embedded", "MIGRATOR_EMBEDDED"), "MIGRATOR_EMBEDDED"),
             connect_timeout=_duration(pick("connect_timeout", "MIGRATOR_CONNECT_TIMEOUT"), 60.0,
                                       "--connect-timeout / MIGRATOR_CONNECT_TIMEOUT"),

@@ -51,7 +51,9 @@ def application_name() -> str:
     return f"migrator@{host_identity()}"[:63]
 
 
-def connect(url: DatabaseUrl, *, timeout: float, autocommit: bool = True) -> psycopg.Connection[Any]:
+def connect(
+    url: DatabaseUrl, *, timeout: float, autocommit: bool = True
+) -> psycopg.Connection[Any]:
     """Connect, retrying with backoff while the server is unreachable, for `timeout` seconds."""
 
     def attempt(seconds_left: float) -> psycopg.Connection[Any]:

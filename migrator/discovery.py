@@ -7,6 +7,7 @@ nothing pending must import no revision module (and neither alembic nor SQLAlche
 from __future__ import annotations
 
 import ast
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -21,14 +22,16 @@ RESERVED_SCHEMAS = frozenset({"public", "migrator", "information_schema"})
 PLUGIN_TOML_KEYS = ("schema", "depends_on", "models", "description")
 ENTRY_POINT_GROUP = "migrator.plugins"
 
+# Read from bytes: decoding a thousand files costs more than the search itself.
 _REVISION_LINE = re.compile(
-    r"^revision\s*(?::[^=\n]+)?=\s*(?P<q>['\"])(?P<id>[^'\"\n]*)(?P=q)\s*(?:#.*)?$", re.M
+    rb"^revision\s*(?::[^=\n]+)?=\s*(?P<q>['\"])(?P<id>[^'\"\n]*)(?P=q)\s*(?:#.*)?$", re.M
 )
 _DOWN_REVISION_LINE = re.compile(
-    r"^down_revision\s*(?::[^=\n]+)?=\s*(?P<value>[^#\n]+?)\s*(?:#.*)?$", re.M
+    rb"^down_revision\s*(?::[^=\n]+)?=\s*(?P<value>[^#\n]+?)\s*(?:#.*)?$", re.M
 )
-_DOCSTRING_FIRST_LINE = re.compile(r'^\s*(?:"""|\'\'\')\s*(?P<line>[^\n]*?)\s*(?:"""|\'\'\')?\s*$',
-                                   re.M)
+_SIMPLE_VALUE = re.compile(rb"^(?:None|'([^'\\]*)'|\"([^\"\\]*)\")$")
+_DOCSTRING_FIRST_LINE = re.compile(
+    rb'^\s*(?:"""|\'\'\')\s*(?P<line>[^\n]*?)\s*(?:"""|\'\'\')?\s*$', re.M)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +46,22 @@ class RevisionFile:
     @classmethod
     def read(cls, path: Path, *, plugin: str) -> RevisionFile:
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TreeError(f"{path}: cannot read revision file ({exc}); fix or remove it",
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            raise TreeError(f"{path}: cannot read revision file ({exc.strerror}); fix or remove it",
                             plugin=plugin, path=str(path)) from None
-        revision_match = _REVISION_LINE.search(text)
-        down_match = _DOWN_REVISION_LINE.search(text)
+        revision_match = _REVISION_LINE.search(data)
+        down_match = _DOWN_REVISION_LINE.search(data)
         if revision_match is not None and down_match is not None:
-            revision: Any = revision_match.group("id")
-            down: Any = _literal(down_match.group("value"))
+            revision: Any = revision_match.group("id").decode("utf-8", "replace")
+            down: Any = _value(down_match.group("value"))
         else:
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise TreeError(f"{path}: not UTF-8 text; save the revision file as UTF-8",
+                                plugin=plugin, path=str(path)) from None
             revision, down = _assignments_from_ast(text, path, plugin)
         if not isinstance(revision, str) or not REVISION_ID_PATTERN.match(revision):
             raise TreeError(
@@ -60,9 +69,18 @@ class RevisionFile:
                 "fix the `revision = ...` line",
                 plugin=plugin, path=str(path))
         down_revisions = _as_revision_tuple(down, path, plugin)
-        docstring = _DOCSTRING_FIRST_LINE.search(text[:500])
-        message = docstring.group("line") if docstring else ""
+        docstring = _DOCSTRING_FIRST_LINE.search(data, 0, 500)
+        message = docstring.group("line").decode("utf-8", "replace") if docstring else ""
         return cls(revision=revision, down_revisions=down_revisions, path=path, message=message)
+
+
+def _value(raw: bytes) -> Any:
+    """A down_revision value: None and plain strings directly, anything else via literal_eval."""
+    simple = _SIMPLE_VALUE.match(raw)
+    if simple is not None:
+        text = simple.group(1) if simple.group(1) is not None else simple.group(2)
+        return None if text is None else text.decode("utf-8", "replace")
+    return _literal(raw.decode("utf-8", "replace"))
 
 
 _NOT_LITERAL = object()
@@ -199,7 +217,7 @@ def _read_plugin_toml(path: Path, plugin: str) -> dict[str, Any]:
             raise TreeError(f"{path}: {key} must be a string, got {type(data[key]).__name__}",
                             plugin=plugin, path=str(path))
     if "models" in data and not re.match(r"^[\w.]+:[\w.]+$", data["models"]):
-        raise TreeError(f"{path}: models {data['models']!r} must look like 'package.module:metadata'",
+        raise TreeError(f"{path}: models {data['models']!r} must look like 'package.module:name'",
                         plugin=plugin, path=str(path))
     depends = data.get("depends_on", [])
     if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
@@ -213,8 +231,10 @@ def _read_plugin_toml(path: Path, plugin: str) -> dict[str, Any]:
 
 
 def _read_revisions(versions: Path, plugin: str) -> tuple[RevisionFile, ...]:
-    files = sorted(p for p in versions.glob("*.py") if not p.name.startswith(("__init__", ".#")))
-    revisions = [RevisionFile.read(p, plugin=plugin) for p in files]
+    names = sorted(entry.name for entry in os.scandir(versions)
+                   if entry.name.endswith(".py") and not entry.name.startswith(("__init__", ".#"))
+                   and entry.is_file())
+    revisions = [RevisionFile.read(versions / name, plugin=plugin) for name in names]
     seen: dict[str, Path] = {}
     for rev in revisions:
         if rev.revision in seen:
@@ -256,8 +276,9 @@ def discover(migrations_dir: Path, *, entry_points: bool = True) -> list[Plugin]
     and in dependency order."""
     found: dict[str, Plugin] = {}
     if migrations_dir.is_dir():
-        for child in sorted(migrations_dir.iterdir()):
-            if child.is_dir() and (child / "versions").is_dir():
+        for name in sorted(entry.name for entry in os.scandir(migrations_dir) if entry.is_dir()):
+            child = migrations_dir / name
+            if os.path.isdir(child / "versions"):
                 plugin = Plugin.from_directory(child, source=str(child))
                 found[plugin.name] = plugin
     if entry_points:

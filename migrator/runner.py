@@ -12,11 +12,11 @@ import signal
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 from psycopg import sql
@@ -135,10 +135,13 @@ class _Steps:
         self._unlogged: tuple[str, float] | None = None
 
     def __call__(self, heads: tuple[str, ...], _context: Any) -> Iterator[Any]:
+        # The same calls alembic.command.upgrade/downgrade make; they accept the heads tuple
+        # although they are annotated with `str`.
+        current: Any = heads
         if self.direction == UP:
-            steps = self.script._upgrade_revs(self.destination, heads)
+            steps = self.script._upgrade_revs(self.destination, current)
         else:
-            steps = self.script._downgrade_revs(self.destination, heads)
+            steps = self.script._downgrade_revs(self.destination, current)
         ids = [self._revision_of(step) for step in steps]
         self._last = ids[-1] if ids else None
         for step, revision in zip(steps, ids, strict=True):
@@ -158,12 +161,13 @@ class _Steps:
         """Alembic callback, inside the revision's transaction, after its version stamp."""
         revision = self.current
         assert revision is not None
-        conn = ctx.connection.connection.driver_connection
+        conn = driver_connection(ctx.connection)
         finished = datetime.now(UTC)
         rev_file = self.plugin.revision(revision)
         records.record(conn, records.Attempt(
             plugin=self.plugin.name, schema=self.plugin.schema, revision=revision,
-            direction=self.direction, checksum=records.checksum(rev_file.path) if rev_file else None,
+            direction=self.direction,
+            checksum=records.checksum(rev_file.path) if rev_file else None,
             started_at=self.started_at, finished_at=finished, applied_by=db.host_identity(),
             outcome="applied"))
         if revision == self._last:
@@ -226,7 +230,7 @@ class Runner:
                     connection=conn, opts={"version_table_schema": plugin.schema})
                 ctx.stamp(script, revision)
                 rev_file = plugin.revision(revision)
-                records.record(conn.connection.driver_connection, records.Attempt(
+                records.record(driver_connection(conn), records.Attempt(
                     plugin=plugin.name, schema=plugin.schema, revision=revision,
                     direction=STAMP, checksum=records.checksum(rev_file.path) if rev_file else None,
                     started_at=started, finished_at=datetime.now(UTC),
@@ -336,7 +340,7 @@ class Runner:
     def _blockers(self, conn: Connection | None, plugin: Plugin) -> list[locking.Blocker]:
         schemas = [plugin.schema, *(self.schemas.get(d, d) for d in plugin.depends_on)]
         try:
-            exclude = [conn.connection.driver_connection.info.backend_pid] if conn else []
+            exclude = [driver_connection(conn).info.backend_pid] if conn else []
             return locking.blocking_sessions(self.lock_conn, schemas=schemas,
                                              exclude_pids=exclude)
         except psycopg.Error:
@@ -372,10 +376,9 @@ class Runner:
         try:
             yield
         finally:
-            try:
+            # If the connection is gone, its session lock went with it.
+            with suppress(psycopg.Error):
                 locking.release(self.lock_conn, plugin=plugin.name)
-            except psycopg.Error:
-                pass  # the connection is gone, and its session lock with it
 
     def _current(self, plugin: Plugin) -> tuple[str, ...]:
         return db.read_current_revisions(self.lock_conn, [plugin.schema]).get(plugin.schema, ())
@@ -389,7 +392,7 @@ class Runner:
         if self._engine is None:
             self._engine = db.sqlalchemy_engine(self.url, timeout=self.settings.connect_timeout)
         with self._engine.connect() as conn:
-            raw = conn.connection.driver_connection
+            raw = driver_connection(conn)
             conn.execute(CreateSchema(plugin.schema, if_not_exists=True))
             raw.execute(sql.SQL("SET search_path TO {}, public").format(
                 sql.Identifier(plugin.schema)))
@@ -398,6 +401,11 @@ class Runner:
                         (f"{int(self.settings.lock_timeout * 1000)}ms",))
             conn.commit()
             yield conn
+
+
+def driver_connection(conn: Connection) -> psycopg.Connection[Any]:
+    """The psycopg connection under a SQLAlchemy connection."""
+    return cast("psycopg.Connection[Any]", conn.connection.driver_connection)
 
 
 def _label(revisions: tuple[str, ...]) -> str | None:
