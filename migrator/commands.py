@@ -230,6 +230,15 @@ def _apply(settings: Settings, conn: psycopg.Connection[Any], found: list[Plugin
                         schemas={p.name: p.schema for p in found})
         try:
             runner.prepare([item.plugin for item in plan.pending])
+            if settings.jobs > 1 and len(plan.pending) > 1:
+                from migrator.parallel import upgrade_in_parallel
+
+                for item in plan.pending:
+                    by_name[item.name]["outcome"] = "running"
+                upgrade_in_parallel(
+                    settings, list(plan.pending), {p.name: p.schema for p in found}, stop,
+                    on_result=lambda result: by_name[result["plugin"]].update(result))
+                return
             for item in plan.pending:
                 by_name[item.name]["outcome"] = "running"
                 try:

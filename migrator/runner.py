@@ -90,26 +90,27 @@ def load_script(plugin: Plugin) -> ScriptDirectory:
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
 
-    for rev in plugin.revisions:
-        try:
-            compile(rev.path.read_bytes(), str(rev.path), "exec")
-        except SyntaxError as exc:
-            raise TreeError(f"{rev.path}:{exc.lineno}: syntax error ({exc.msg}); fix the file",
-                            plugin=plugin.name, path=str(rev.path)) from None
     script = ScriptDirectory(str(plugin.path), version_locations=[str(plugin.versions_dir)])
     try:
-        found = {s.revision for s in script.walk_revisions("base", "heads")}
+        heads = script.get_heads()  # builds the revision map: imports every revision module
+        for rev in plugin.revisions:
+            script.get_revision(rev.revision)
+    except SyntaxError as exc:
+        raise TreeError(f"{exc.filename}:{exc.lineno}: syntax error ({exc.msg}); fix the file",
+                        plugin=plugin.name, path=exc.filename) from None
     except CommandError as exc:
-        raise TreeError(f"plugin {plugin.name!r}: {exc}", plugin=plugin.name) from None
+        raise TreeError(
+            f"plugin {plugin.name!r}: Alembic reads the tree differently ({exc}); keep "
+            "`revision = \"...\"` and `down_revision = ...` plain one-line literals",
+            plugin=plugin.name) from None
     except Exception as exc:  # a revision module failed to import: user code, any error type
         where = _revision_frame(exc, plugin)
         raise TreeError(f"{where}: importing the revision failed ({type(exc).__name__}: {exc}); "
                         "fix the file", plugin=plugin.name, path=where) from None
-    expected = {rev.revision for rev in plugin.revisions}
-    if found != expected:
+    if list(heads) != ([plugin.head] if plugin.head else []):
         raise TreeError(
-            f"plugin {plugin.name!r}: Alembic reads revisions {sorted(found)} but the files "
-            f"declare {sorted(expected)}; keep `revision = \"...\"` a plain one-line literal",
+            f"plugin {plugin.name!r}: Alembic finds heads {list(heads)}, the files declare "
+            f"{plugin.head}; keep `revision` and `down_revision` plain one-line literals",
             plugin=plugin.name)
     return script
 
@@ -197,6 +198,7 @@ class Runner:
         self.sleep = sleep
         self.log = get_logger()
         self._engine: Engine | None = None
+        self._conn: Connection | None = None
         self._scripts: dict[str, ScriptDirectory] = {}
 
     # -- public verbs ------------------------------------------------------------------
@@ -241,6 +243,10 @@ class Runner:
             return outcome
 
     def close(self) -> None:
+        if self._conn is not None:
+            with suppress(Exception):  # closing a connection that may already be broken
+                self._conn.close()
+            self._conn = None
         if self._engine is not None:
             self._engine.dispose()
 
@@ -391,16 +397,24 @@ class Runner:
 
         if self._engine is None:
             self._engine = db.sqlalchemy_engine(self.url, timeout=self.settings.connect_timeout)
-        with self._engine.connect() as conn:
-            raw = driver_connection(conn)
-            conn.execute(CreateSchema(plugin.schema, if_not_exists=True))
-            raw.execute(sql.SQL("SET search_path TO {}, public").format(
-                sql.Identifier(plugin.schema)))
-            raw.execute("SELECT set_config('lock_timeout', %s, false), "
-                        "set_config('synchronous_commit', 'off', false)",
-                        (f"{int(self.settings.lock_timeout * 1000)}ms",))
-            conn.commit()
+        if self._conn is None or self._conn.invalidated or self._conn.closed:
+            self._conn = self._engine.connect()
+        conn = self._conn
+        raw = driver_connection(conn)
+        conn.execute(CreateSchema(plugin.schema, if_not_exists=True))
+        raw.execute(sql.SQL("SET search_path TO {}, public").format(
+            sql.Identifier(plugin.schema)))
+        raw.execute("SELECT set_config('lock_timeout', %s, false), "
+                    "set_config('synchronous_commit', 'off', false)",
+                    (f"{int(self.settings.lock_timeout * 1000)}ms",))
+        conn.commit()
+        try:
             yield conn
+        except BaseException:
+            if conn.in_transaction():
+                with suppress(Exception):  # the connection may be the thing that broke
+                    conn.rollback()
+            raise
 
 
 def driver_connection(conn: Connection) -> psycopg.Connection[Any]:

@@ -1,0 +1,115 @@
+"""`--jobs N`: upgrade independent plugins in separate processes, respecting `depends_on`.
+
+Alembic's `op` proxy is process-global, so parallelism means processes, each with its own
+connections and its own plugin lock. A plugin starts once every dependency it has in this
+run has finished; the first failure stops new starts and lets running ones finish.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from migrator import db
+from migrator.config import Settings
+from migrator.errors import Interrupted, MigratorError
+from migrator.logs import get_logger
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection as Pipe
+    from multiprocessing.process import BaseProcess
+
+    from migrator.plan import PluginPlan
+    from migrator.runner import StopRequest
+
+
+@dataclass(frozen=True, slots=True)
+class ChildResult:
+    plugin: str
+    outcome: dict[str, Any] | None
+    error: str | None = None
+    exit_code: int = 0
+
+
+def _child(settings: Settings, item: PluginPlan, schemas: dict[str, str], pipe: Pipe) -> None:
+    """Runs in the forked process: fresh connections, one plugin, result sent back."""
+    from migrator.runner import Runner, StopRequest
+
+    # The parent forwards SIGTERM/SIGINT; until our own handler is installed, ignore them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        url = db.resolve_url(settings)
+        conn = db.connect(url, timeout=settings.connect_timeout)
+        with StopRequest().installed() as stop:
+            runner = Runner(settings, url, conn, stop, schemas=schemas)
+            try:
+                outcome = runner.upgrade(item)
+            finally:
+                runner.close()
+        pipe.send(ChildResult(item.name, outcome.as_dict()))
+    except MigratorError as exc:
+        pipe.send(ChildResult(item.name, None, str(exc), exc.exit_code))
+    finally:
+        pipe.close()
+
+
+def upgrade_in_parallel(settings: Settings, items: list[PluginPlan], schemas: dict[str, str],
+                        stop: StopRequest, on_result: Any) -> None:
+    """Run `items` (already in dependency order) with up to `settings.jobs` processes."""
+    context = multiprocessing.get_context("fork")
+    log = get_logger()
+    waiting = list(items)
+    pending_names = {item.name for item in items}
+    finished: set[str] = set()
+    running: dict[str, tuple[BaseProcess, Pipe]] = {}
+    first_error: ChildResult | None = None
+    forwarded = False
+    while waiting or running:
+        if stop.is_set() and not forwarded:
+            for process, _ in running.values():
+                if process.pid:
+                    os.kill(process.pid, signal.SIGTERM)
+            forwarded = True
+        while (waiting and len(running) < settings.jobs and first_error is None
+               and not stop.is_set()):
+            ready = next((item for item in waiting
+                          if all(d in finished or d not in pending_names
+                                 for d in item.plugin.depends_on)), None)
+            if ready is None:
+                break
+            waiting.remove(ready)
+            receive, send = context.Pipe(duplex=False)
+            process = context.Process(target=_child, args=(settings, ready, schemas, send),
+                                      name=f"migrator-{ready.name}")
+            process.start()
+            send.close()
+            running[ready.name] = (process, receive)
+            log.debug("job.started", plugin=ready.name, pid=process.pid)
+        for name, (process, receive) in list(running.items()):
+            if receive.poll(0.05):
+                result: ChildResult = receive.recv()
+            elif not process.is_alive():
+                result = ChildResult(name, None, f"plugin {name!r}: its worker process died "
+                                     f"(exit {process.exitcode}); rerun to continue", 1)
+            else:
+                continue
+            process.join()
+            del running[name]
+            if result.error is None:
+                finished.add(name)
+                on_result(result.outcome)
+            elif first_error is None or first_error.exit_code == Interrupted.exit_code:
+                first_error = result
+        if not running and waiting and (first_error is not None or stop.is_set()):
+            break
+        if running:
+            time.sleep(0.01)
+    if first_error is not None:
+        error = MigratorError(first_error.error or "a worker failed")
+        error.exit_code = first_error.exit_code
+        raise error
+    stop.check("between plugins")
