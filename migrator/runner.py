@@ -136,12 +136,12 @@ class _Steps:
         self._unlogged: tuple[str, float] | None = None
 
     def __call__(self, heads: tuple[str, ...], _context: Any) -> Iterator[Any]:
-        # The same calls alembic.command.upgrade/downgrade make; they accept the heads tuple
-        # although they are annotated with `str`.
-        current: Any = heads
         if self.direction == UP:
-            steps = self.script._upgrade_revs(self.destination, current)
+            steps = self._upgrade_steps(heads)
         else:
+            # The call alembic.command.downgrade makes (it resolves `-N` and `base`); it
+            # accepts the heads tuple although annotated with `str`.
+            current: Any = heads
             steps = self.script._downgrade_revs(self.destination, current)
         ids = [self._revision_of(step) for step in steps]
         self._last = ids[-1] if ids else None
@@ -154,6 +154,17 @@ class _Steps:
             yield step
         self._log_committed()
 
+    def _upgrade_steps(self, heads: tuple[str, ...]) -> list[Any]:
+        """Alembic steps for the revisions our plan says are pending from `heads`, oldest
+        first: the same list alembic.command.upgrade builds, without re-walking the graph."""
+        from alembic.runtime.migration import MigrationStep
+
+        target = None if self.destination == "heads" else self.destination
+        plan = PluginPlan.build(self.plugin, tuple(heads), target)
+        revision_map = self.script.revision_map
+        return [MigrationStep.upgrade_from_script(revision_map, self.script.get_revision(rev))
+                for rev in plan.pending]
+
     @staticmethod
     def _revision_of(step: Any) -> str:
         return str(step.revision.revision)
@@ -163,6 +174,7 @@ class _Steps:
         revision = self.current
         assert revision is not None
         conn = driver_connection(ctx.connection)
+        self.runner.as_login_role(conn)
         finished = datetime.now(UTC)
         rev_file = self.plugin.revision(revision)
         records.record(conn, records.Attempt(
@@ -231,6 +243,7 @@ class Runner:
                 ctx = MigrationContext.configure(
                     connection=conn, opts={"version_table_schema": plugin.schema})
                 ctx.stamp(script, revision)
+                self.as_login_role(driver_connection(conn))
                 rev_file = plugin.revision(revision)
                 records.record(driver_connection(conn), records.Attempt(
                     plugin=plugin.name, schema=plugin.schema, revision=revision,
@@ -241,6 +254,12 @@ class Runner:
             outcome.outcome = "applied"
             outcome.applied.append(revision)
             return outcome
+
+    def as_login_role(self, conn: psycopg.Connection[Any]) -> None:
+        """Under --isolate-roles, switch back to the login role for the rest of this
+        transaction: the plugin's role may not write migrator's records."""
+        if self.settings.isolate_roles:
+            conn.execute("SET LOCAL ROLE NONE")
 
     def close(self) -> None:
         if self._conn is not None:
@@ -401,12 +420,18 @@ class Runner:
             self._conn = self._engine.connect()
         conn = self._conn
         raw = driver_connection(conn)
-        conn.execute(CreateSchema(plugin.schema, if_not_exists=True))
-        raw.execute(sql.SQL("SET search_path TO {}, public").format(
-            sql.Identifier(plugin.schema)))
+        raw.execute("RESET ROLE")  # the previous plugin's, under --isolate-roles
         raw.execute("SELECT set_config('lock_timeout', %s, false), "
                     "set_config('synchronous_commit', 'off', false)",
                     (f"{int(self.settings.lock_timeout * 1000)}ms",))
+        conn.execute(CreateSchema(plugin.schema, if_not_exists=True))
+        if self.settings.isolate_roles:
+            from migrator import roles
+
+            role = roles.prepare(raw, plugin, self.schemas)
+            raw.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        raw.execute(sql.SQL("SET search_path TO {}, public").format(
+            sql.Identifier(plugin.schema)))
         conn.commit()
         try:
             yield conn

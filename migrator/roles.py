@@ -1,0 +1,103 @@
+"""`--isolate-roles`: each plugin's schema owned by its own NOLOGIN role.
+
+The role is `<schema>_owner`. Revisions and backfills run under `SET ROLE` to it, so one plugin's
+migration cannot touch another plugin's tables; it gets USAGE on the schemas of the plugins it
+`depends_on` and SELECT + REFERENCES on their tables (enough for foreign keys and reads), no more.
+migrator creates the roles (the login role needs CREATEROLE) and never drops them. Every step is
+idempotent, and turning the option on for an existing database moves ownership to the role.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+from psycopg import errors, sql
+
+from migrator.discovery import Plugin
+from migrator.errors import MigrationFailed
+
+# relkind → the ALTER statement that changes its owner (indexes and TOAST follow their table;
+# sequences owned by a column follow their table too, and may not be changed on their own).
+_ALTER_BY_RELKIND = {
+    "r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "f": "FOREIGN TABLE",
+    "S": "SEQUENCE",
+}
+
+
+def owner_role(schema: str) -> str:
+    return f"{schema}_owner"
+
+
+def prepare(conn: psycopg.Connection[Any], plugin: Plugin, schemas: Mapping[str, str]) -> str:
+    """Create the plugin's role, hand it the schema and everything in it, grant it read and
+    reference rights on its dependencies; returns the role name. Runs in the caller's
+    transaction, as the login role."""
+    role = owner_role(plugin.schema)
+    try:
+        _ensure_role(conn, role)
+        conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(
+            sql.Identifier(plugin.schema), sql.Identifier(role)))
+        _move_objects(conn, plugin.schema, role)
+        for dependency in plugin.depends_on:
+            _grant_dependency(conn, schemas.get(dependency, dependency), role)
+    except errors.InsufficientPrivilege as exc:
+        raise MigrationFailed(
+            f"plugin {plugin.name!r}: --isolate-roles could not set up role {role!r} "
+            f"({exc.diag.message_primary}); the login role needs CREATEROLE and must own the "
+            "plugin schemas (or be superuser)", plugin=plugin.name, revision=None) from None
+    return role
+
+
+def _ensure_role(conn: psycopg.Connection[Any], role: str) -> None:
+    exists = conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (role,))
+    if exists.fetchone():
+        return
+    try:
+        with conn.transaction():  # a savepoint: a concurrent creator may win the race
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+    except (errors.DuplicateObject, errors.UniqueViolation):
+        pass
+
+
+def _move_objects(conn: psycopg.Connection[Any], schema: str, role: str) -> None:
+    rows = conn.execute(
+        "SELECT c.relname, c.relkind FROM pg_catalog.pg_class c "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind = ANY(%s) "
+        "AND c.relowner <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = %s) "
+        "AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = "
+        "'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')) "
+        "ORDER BY c.relkind, c.relname",
+        (schema, list(_ALTER_BY_RELKIND), role)).fetchall()
+    for name, relkind in rows:
+        conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(
+            sql.SQL(_ALTER_BY_RELKIND[relkind]), sql.Identifier(schema, name),
+            sql.Identifier(role)))
+    types = conn.execute(
+        "SELECT t.typname FROM pg_catalog.pg_type t "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace "
+        "WHERE n.nspname = %s AND t.typtype IN ('e', 'd', 'r') "
+        "AND t.typowner <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = %s)",
+        (schema, role)).fetchall()
+    for (name,) in types:
+        conn.execute(sql.SQL("ALTER TYPE {} OWNER TO {}").format(
+            sql.Identifier(schema, name), sql.Identifier(role)))
+
+
+def _grant_dependency(conn: psycopg.Connection[Any], schema: str, role: str) -> None:
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+        sql.Identifier(schema), sql.Identifier(role)))
+    conn.execute(sql.SQL("GRANT SELECT, REFERENCES ON ALL TABLES IN SCHEMA {} TO {}").format(
+        sql.Identifier(schema), sql.Identifier(role)))
+    dependency_owner = owner_role(schema)
+    exists = conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s",
+                          (dependency_owner,)).fetchone()
+    if exists:
+        # Tables the dependency creates later are covered too.
+        conn.execute(sql.SQL(
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT, REFERENCES "
+            "ON TABLES TO {}").format(sql.Identifier(dependency_owner), sql.Identifier(schema),
+                                      sql.Identifier(role)))
