@@ -259,11 +259,11 @@ def history_command(
     if output is Format.json:
         _emit_json({"plugin": found.name, "head": found.head, "revisions": [
             {"revision": r.revision, "down_revision": list(r.down_revisions),
-             "file": r.path.name, "message": r.message} for r in revisions if r],
+             "file": r.filename, "message": r.message} for r in revisions if r],
             "records": rows})
         return
     _table(["revision", "revises", "file", "message"],
-           [[r.revision, ",".join(r.down_revisions) or "<base>", r.path.name, r.message]
+           [[r.revision, ",".join(r.down_revisions) or "<base>", r.filename, r.message]
             for r in revisions if r], title=f"{found.name} revisions (newest first)")
     if rows:
         _table(["started_at", "revision", "direction", "outcome", "ms", "applied_by", "error"],

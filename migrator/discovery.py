@@ -40,11 +40,20 @@ class RevisionFile:
 
     revision: str
     down_revisions: tuple[str, ...]
-    path: Path
+    file: str  # a string, not a Path: building a thousand Paths costs more than reading them
     message: str
 
+    @property
+    def path(self) -> Path:
+        return Path(self.file)
+
+    @property
+    def filename(self) -> str:
+        return os.path.basename(self.file)
+
     @classmethod
-    def read(cls, path: Path, *, plugin: str) -> RevisionFile:
+    def read(cls, file: str, *, plugin: str) -> RevisionFile:
+        path = file
         try:
             with open(path, "rb") as handle:
                 data = handle.read()
@@ -71,7 +80,8 @@ class RevisionFile:
         down_revisions = _as_revision_tuple(down, path, plugin)
         docstring = _DOCSTRING_FIRST_LINE.search(data, 0, 500)
         message = docstring.group("line").decode("utf-8", "replace") if docstring else ""
-        return cls(revision=revision, down_revisions=down_revisions, path=path, message=message)
+        return cls(revision=revision, down_revisions=down_revisions, file=file,
+                   message=message)
 
 
 def _value(raw: bytes) -> Any:
@@ -93,7 +103,7 @@ def _literal(text: str) -> Any:
         return _NOT_LITERAL
 
 
-def _assignments_from_ast(text: str, path: Path, plugin: str) -> tuple[Any, Any]:
+def _assignments_from_ast(text: str, path: str, plugin: str) -> tuple[Any, Any]:
     """Fallback for unusual formatting: find the two assignments in the module's syntax tree."""
     try:
         module = ast.parse(text, filename=str(path))
@@ -127,7 +137,7 @@ def _assignments_from_ast(text: str, path: Path, plugin: str) -> tuple[Any, Any]
     return found["revision"], found["down_revision"]
 
 
-def _as_revision_tuple(value: Any, path: Path, plugin: str) -> tuple[str, ...]:
+def _as_revision_tuple(value: Any, path: str, plugin: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
@@ -231,17 +241,19 @@ def _read_plugin_toml(path: Path, plugin: str) -> dict[str, Any]:
 
 
 def _read_revisions(versions: Path, plugin: str) -> tuple[RevisionFile, ...]:
-    names = sorted(entry.name for entry in os.scandir(versions)
-                   if entry.name.endswith(".py") and not entry.name.startswith(("__init__", ".#"))
-                   and entry.is_file())
-    revisions = [RevisionFile.read(versions / name, plugin=plugin) for name in names]
-    seen: dict[str, Path] = {}
+    # os.scandir and string paths: building a thousand Path objects costs more than reading
+    # the files.
+    files = sorted(entry.path for entry in os.scandir(versions)
+                   if entry.name.endswith(".py")
+                   and not entry.name.startswith(("__init__", ".#")) and entry.is_file())
+    revisions = [RevisionFile.read(file, plugin=plugin) for file in files]
+    seen: dict[str, str] = {}
     for rev in revisions:
         if rev.revision in seen:
             raise TreeError(
                 f"{rev.path}: revision id {rev.revision!r} is also used by {seen[rev.revision]}; "
                 "give one of them a new id", plugin=plugin, path=str(rev.path))
-        seen[rev.revision] = rev.path
+        seen[rev.revision] = rev.file
     for rev in revisions:
         for parent in rev.down_revisions:
             if parent not in seen:

@@ -40,7 +40,7 @@ def oldest_first(plugin: Plugin, revisions: set[str]) -> tuple[str, ...]:
     sorter.prepare()
     ordered: list[str] = []
     while sorter.is_active():
-        ready = sorted(sorter.get_ready(), key=lambda r: by_id[r].path.name)
+        ready = sorted(sorter.get_ready(), key=lambda r: by_id[r].filename)
         ordered.extend(ready)
         sorter.done(*ready)
     return tuple(ordered)

@@ -376,7 +376,7 @@ class Runner:
         revision = steps.current or "?"
         rev_file = plugin.revision(revision)
         where = f"{plugin.name!r} revision {revision}" + (
-            f" ({rev_file.path.name})" if rev_file else "")
+            f" ({rev_file.filename})" if rev_file else "")
         code = retries.sqlstate(exc)
         if code in retries.LOCK_CONFLICT_SQLSTATES:
             blockers = "; ".join(b.describe() for b in self._blockers(None, plugin)) or "unknown"
