@@ -432,6 +432,12 @@ class Runner:
             raw.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
         raw.execute(sql.SQL("SET search_path TO {}, public").format(
             sql.Identifier(plugin.schema)))
+        # Alembic's own version table DDL, created here in its own transaction so that each
+        # revision's transaction holds that revision's work and nothing else.
+        raw.execute(sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (version_num VARCHAR(32) NOT NULL, "
+            "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))").format(
+                sql.Identifier(plugin.schema, db.VERSION_TABLE)))
         conn.commit()
         try:
             yield conn
