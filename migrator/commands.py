@@ -241,13 +241,11 @@ def _apply(settings: Settings, conn: psycopg.Connection[Any], found: list[Plugin
                 return
             for item in plan.pending:
                 by_name[item.name]["outcome"] = "running"
-                try:
-                    result = runner.upgrade(item)
-                except MigratorError:
-                    by_name[item.name]["outcome"] = "failed"
-                    raise
-                by_name[item.name].update(result.as_dict())
+                runner.upgrade(item)
+                stop.check("between plugins")
         finally:
+            for name, outcome in runner.outcomes.items():
+                by_name[name].update(outcome.as_dict())
             for entry in summary.plugins:
                 if entry["outcome"] in ("pending", "running"):
                     entry["outcome"] = "not_run"
@@ -265,15 +263,18 @@ def downgrade(settings: Settings, name: str, to: str) -> RunSummary:
         with connection(settings) as conn:
             from migrator.runner import Runner, StopRequest
 
+            plan = read_plan(conn, [plugin])
+            plan.require_known_revisions()
+            _check_downgrade_reachable(plan.plugins[0], destination)
             with StopRequest().installed() as stop:
                 runner = Runner(settings, db.resolve_url(settings), conn, stop,
                                 schemas={p.name: p.schema for p in found})
                 try:
                     runner.prepare([plugin])
-                    result = runner.downgrade(plugin, destination)
+                    runner.downgrade(plugin, destination)
                 finally:
+                    summary.plugins = [o.as_dict() for o in runner.outcomes.values()]
                     runner.close()
-            summary.plugins = [result.as_dict()]
     except MigratorError as exc:
         summary.outcome = "interrupted" if exc.exit_code == 6 else "failed"
         summary.error = redact(str(exc))
@@ -292,6 +293,28 @@ def _downgrade_destination(plugin: Plugin, to: str) -> str:
             raise UsageError(f"--to {to!r}: a relative step is written -N with N ≥ 1, like -1")
         return to
     return resolve_revision(plugin, to)
+
+
+def _check_downgrade_reachable(item: PluginPlan, destination: str) -> None:
+    """Refuse, before anything runs, a destination that is not below the current revision."""
+    from migrator.plan import ancestry
+
+    applied = ancestry(item.plugin, item.current) if item.current else set()
+    where = f"plugin {item.name!r} is at {item.current_label or 'base (nothing applied)'}"
+    if destination == "base":
+        return
+    if destination.startswith("-"):
+        steps = int(destination[1:])
+        if steps > len(applied):
+            raise UsageError(
+                f"--to {destination}: {where}, only {len(applied)} revision(s) can be reverted; "
+                "use --to base to revert them all")
+        return
+    if destination not in applied:
+        raise UsageError(
+            f"--to {destination}: {where}, and {destination} is not below it; downgrade only "
+            f"goes back (to go forward: migrator upgrade --plugin {item.name} --to "
+            f"{destination})")
 
 
 def stamp(settings: Settings, name: str, revision: str) -> RunSummary:

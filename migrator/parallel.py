@@ -41,18 +41,21 @@ def _child(settings: Settings, item: PluginPlan, schemas: dict[str, str], pipe: 
 
     # The parent forwards SIGTERM/SIGINT; until our own handler is installed, ignore them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    outcome: dict[str, Any] | None = None
     try:
         url = db.resolve_url(settings)
         conn = db.connect(url, timeout=settings.connect_timeout)
         with StopRequest().installed() as stop:
             runner = Runner(settings, url, conn, stop, schemas=schemas)
             try:
-                outcome = runner.upgrade(item)
+                runner.upgrade(item)
             finally:
+                if item.name in runner.outcomes:
+                    outcome = runner.outcomes[item.name].as_dict()
                 runner.close()
-        pipe.send(ChildResult(item.name, outcome.as_dict()))
+        pipe.send(ChildResult(item.name, outcome))
     except MigratorError as exc:
-        pipe.send(ChildResult(item.name, None, str(exc), exc.exit_code))
+        pipe.send(ChildResult(item.name, outcome, str(exc), exc.exit_code))
     finally:
         pipe.close()
 
@@ -99,9 +102,10 @@ def upgrade_in_parallel(settings: Settings, items: list[PluginPlan], schemas: di
                 continue
             process.join()
             del running[name]
+            if result.outcome is not None:
+                on_result(result.outcome)
             if result.error is None:
                 finished.add(name)
-                on_result(result.outcome)
             elif first_error is None or first_error.exit_code == Interrupted.exit_code:
                 first_error = result
         if not running and waiting and (first_error is not None or stop.is_set()):

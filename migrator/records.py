@@ -39,6 +39,7 @@ _DDL = (
         revision text NOT NULL,
         name text NOT NULL,
         last_key jsonb,
+        upper_key jsonb,
         rows_done bigint NOT NULL DEFAULT 0,
         batches_done bigint NOT NULL DEFAULT 0,
         status text NOT NULL CHECK (status IN ('running', 'done', 'failed')),

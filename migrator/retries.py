@@ -106,3 +106,26 @@ def retry_connect(
         sleep=sleep,
     )
     return retrying(run)
+
+
+def batch_retrying(
+    *, max_retries: int, before_retry: Callable[[int, BaseException, float], None],
+    sleep: Callable[[float], None] = tenacity.nap.sleep,
+    initial: float = 0.2, cap: float = 10.0,
+) -> tenacity.Retrying:
+    """Retry a backfill batch on transient errors: exponential backoff with jitter, at most
+    `max_retries` retries; `before_retry(attempt, error, delay)` may reconnect or split."""
+
+    def hook(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        assert exc is not None
+        before_retry(state.attempt_number, exc, state.upcoming_sleep)
+
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        wait=tenacity.wait_exponential_jitter(initial=initial, max=cap, jitter=initial),
+        stop=tenacity.stop_after_attempt(max_retries + 1),
+        before_sleep=hook,
+        reraise=True,
+        sleep=sleep,
+    )

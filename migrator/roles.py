@@ -43,6 +43,7 @@ def prepare(conn: psycopg.Connection[Any], plugin: Plugin, schemas: Mapping[str,
         _move_objects(conn, plugin.schema, role)
         for dependency in plugin.depends_on:
             _grant_dependency(conn, schemas.get(dependency, dependency), role)
+        _grant_backfill_progress(conn, plugin.name, role)
     except errors.InsufficientPrivilege as exc:
         raise MigrationFailed(
             f"plugin {plugin.name!r}: --isolate-roles could not set up role {role!r} "
@@ -101,3 +102,21 @@ def _grant_dependency(conn: psycopg.Connection[Any], schema: str, role: str) -> 
             "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT, REFERENCES "
             "ON TABLES TO {}").format(sql.Identifier(dependency_owner), sql.Identifier(schema),
                                       sql.Identifier(role)))
+
+
+def _grant_backfill_progress(conn: psycopg.Connection[Any], plugin: str, role: str) -> None:
+    """A backfill checkpoints in the same statement as its batch, so it runs as the plugin's
+    role; row-level security keeps that role to its own plugin's rows."""
+    table = sql.Identifier("migrator", "backfill_progress")
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA migrator TO {}").format(sql.Identifier(role)))
+    conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(
+        table, sql.Identifier(role)))
+    conn.execute(sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(table))
+    exists = conn.execute(
+        "SELECT 1 FROM pg_catalog.pg_policies WHERE schemaname = 'migrator' "
+        "AND tablename = 'backfill_progress' AND policyname = %s", (role,)).fetchone()
+    if not exists:
+        conn.execute(sql.SQL(
+            "CREATE POLICY {} ON {} TO {} USING (plugin = {}) WITH CHECK (plugin = {})").format(
+                sql.Identifier(role), table, sql.Identifier(role), sql.Literal(plugin),
+                sql.Literal(plugin)))

@@ -8,6 +8,7 @@ the plugin's schema as `search_path`, `lock_timeout`, retries and the history ro
 
 from __future__ import annotations
 
+import functools
 import signal
 import time
 import traceback
@@ -24,7 +25,14 @@ from psycopg import sql
 from migrator import db, locking, records, retries
 from migrator.config import DatabaseUrl, Settings
 from migrator.discovery import Plugin
-from migrator.errors import Interrupted, MigrationFailed, TreeError, UnknownRevision
+from migrator.environment import ENVIRONMENT_KEY, RevisionEnvironment
+from migrator.errors import (
+    Interrupted,
+    MigrationFailed,
+    MigratorError,
+    TreeError,
+    UnknownRevision,
+)
 from migrator.logs import get_logger, redact
 from migrator.plan import UNKNOWN_REVISION, PluginPlan
 
@@ -126,12 +134,14 @@ class _Steps:
     which revision is running, and writes each one's history row inside its transaction."""
 
     def __init__(self, runner: Runner, plugin: Plugin, direction: str, destination: str,
-                 script: ScriptDirectory) -> None:
+                 script: ScriptDirectory, committed: list[str]) -> None:
         self.runner, self.plugin, self.direction = runner, plugin, direction
         self.destination, self.script = destination, script
         self.current: str | None = None
         self.started_at = datetime.now(UTC)
-        self.applied: list[str] = []
+        self.applied: list[str] = []  # stamped in a transaction (committed or not yet)
+        self.committed = committed  # known committed: appended once the next step starts
+        self.stopped_early = False
         self._last: str | None = None
         self._unlogged: tuple[str, float] | None = None
 
@@ -148,6 +158,7 @@ class _Steps:
         for step, revision in zip(steps, ids, strict=True):
             self._log_committed()
             if self.runner.stop.is_set():
+                self.stopped_early = True
                 return
             self.current = revision
             self.started_at = datetime.now(UTC)
@@ -164,6 +175,9 @@ class _Steps:
         revision_map = self.script.revision_map
         return [MigrationStep.upgrade_from_script(revision_map, self.script.get_revision(rev))
                 for rev in plan.pending]
+
+    def current_revision(self) -> str | None:
+        return self.current
 
     @staticmethod
     def _revision_of(step: Any) -> str:
@@ -193,6 +207,7 @@ class _Steps:
     def _log_committed(self) -> None:
         if self._unlogged is not None:
             revision, seconds = self._unlogged
+            self.committed.append(revision)
             event = "revision.applied" if self.direction == UP else "revision.reverted"
             self.runner.log.info(event, plugin=self.plugin.name, revision=revision,
                                  duration_ms=int(seconds * 1000))
@@ -209,6 +224,7 @@ class Runner:
         self.schemas = schemas or {}  # plugin name -> schema, to find a dependency's tables
         self.sleep = sleep
         self.log = get_logger()
+        self.outcomes: dict[str, PluginOutcome] = {}  # filled in as plugins run, even failing
         self._engine: Engine | None = None
         self._conn: Connection | None = None
         self._scripts: dict[str, ScriptDirectory] = {}
@@ -255,6 +271,21 @@ class Runner:
             outcome.applied.append(revision)
             return outcome
 
+    def _side_connection(self, plugin: Plugin) -> psycopg.Connection[Any]:
+        """A new autocommit connection set up like the revision's own (for backfills)."""
+        conn = db.connect(self.url, timeout=self.settings.connect_timeout)
+        conn.execute("SELECT set_config('lock_timeout', %s, false), "
+                     "set_config('synchronous_commit', 'off', false)",
+                     (f"{int(self.settings.lock_timeout * 1000)}ms",))
+        if self.settings.isolate_roles:
+            from migrator import roles
+
+            conn.execute(sql.SQL("SET ROLE {}").format(
+                sql.Identifier(roles.owner_role(plugin.schema))))
+        conn.execute(sql.SQL("SET search_path TO {}, public").format(
+            sql.Identifier(plugin.schema)))
+        return conn
+
     def as_login_role(self, conn: psycopg.Connection[Any]) -> None:
         """Under --isolate-roles, switch back to the login role for the rest of this
         transaction: the plugin's role may not write migrator's records."""
@@ -279,6 +310,7 @@ class Runner:
         with self._plugin_lock(plugin):
             current = self._current(plugin)
             outcome = PluginOutcome(plugin.name, _label(current), _label(current))
+            self.outcomes[plugin.name] = outcome
             if item is not None:
                 fresh = PluginPlan.build(plugin, current, item.target)
                 if fresh.state == UNKNOWN_REVISION:
@@ -289,36 +321,55 @@ class Runner:
                 if not fresh.pending:
                     # A peer finished the work while we waited for the lock.
                     return outcome
-            with self._work_connection(plugin) as conn:
-                steps = self._run_with_retries(conn, plugin, direction, destination, script)
-            outcome.applied = steps.applied
-            outcome.to_revision = _label(self._current(plugin))
-            outcome.duration_ms = int((time.monotonic() - started) * 1000)
-            outcome.outcome = "applied" if steps.applied else "up_to_date"
-        self.stop.check(f"after plugin {plugin.name!r}")
+            try:
+                with self._work_connection(plugin) as conn:
+                    stopped_early = self._run_with_retries(conn, plugin, direction,
+                                                           destination, script, outcome)
+                outcome.outcome = "interrupted" if stopped_early else (
+                    "applied" if outcome.applied else "up_to_date")
+            except MigratorError as exc:
+                outcome.outcome = "interrupted" if exc.exit_code == Interrupted.exit_code \
+                    else "failed"
+                raise
+            finally:
+                outcome.duration_ms = int((time.monotonic() - started) * 1000)
+                with suppress(psycopg.Error):  # best effort: the connection may be gone
+                    outcome.to_revision = _label(self._current(plugin))
+        if outcome.outcome == "interrupted":
+            raise Interrupted(
+                f"stopped by {self.stop.signal_name}: plugin {plugin.name!r} is at revision "
+                f"{outcome.to_revision or 'base'} after applying {len(outcome.applied)} "
+                "revision(s); everything done is committed, rerun to continue")
         return outcome
 
     def _run_with_retries(self, conn: Connection, plugin: Plugin, direction: str,
-                          destination: str, script: ScriptDirectory) -> _Steps:
+                          destination: str, script: ScriptDirectory,
+                          outcome: PluginOutcome) -> bool:
+        """Run the steps; on a lock conflict roll back, log the blockers, back off, retry.
+        `outcome.applied` grows as each revision commits. True when a stop request ended
+        the run between revisions."""
         from alembic.operations import Operations
         from alembic.runtime.migration import MigrationContext
         from sqlalchemy.exc import DBAPIError
 
         delays = retries.backoff_delays()
-        applied: list[str] = []
         for attempt in range(self.settings.retries + 1):
-            steps = _Steps(self, plugin, direction, destination, script)
+            steps = _Steps(self, plugin, direction, destination, script, outcome.applied)
             ctx = MigrationContext.configure(connection=conn, opts={
                 "version_table_schema": plugin.schema,
                 "transaction_per_migration": True,
                 "fn": steps,
                 "on_version_apply": [steps.on_applied],
+                ENVIRONMENT_KEY: RevisionEnvironment(
+                    plugin=plugin.name, schema=plugin.schema,
+                    current_revision=steps.current_revision,
+                    connect=functools.partial(self._side_connection, plugin),
+                    should_stop=self.stop.is_set, log=self.log),
             })
             try:
                 with Operations.context(ctx):
                     ctx.run_migrations()
             except DBAPIError as exc:
-                applied += steps.applied
                 self._record_failure(plugin, steps, direction, exc)
                 code = retries.sqlstate(exc)
                 if (code in retries.LOCK_CONFLICT_SQLSTATES and attempt < self.settings.retries
@@ -328,12 +379,13 @@ class Runner:
                     self.sleep(delay)
                     continue
                 raise self._failure(plugin, steps, exc, attempts=attempt + 1) from None
+            except MigratorError as exc:  # from migrator.backfill: already says where and why
+                self._record_failure(plugin, steps, direction, exc)
+                raise
             except Exception as exc:  # the revision's own Python code failed: any error type
-                applied += steps.applied
                 self._record_failure(plugin, steps, direction, exc)
                 raise self._failure(plugin, steps, exc, attempts=1) from None
-            steps.applied = applied + steps.applied
-            return steps
+            return steps.stopped_early
         raise AssertionError("unreachable: the last attempt either returns or raises")
 
     def _record_failure(self, plugin: Plugin, steps: _Steps, direction: str,
