@@ -199,7 +199,8 @@ def _quote(identifier: str) -> str:
     """Quote an identifier for the offline rendering, the way PostgreSQL's quote_ident does."""
     from sqlalchemy.dialects.postgresql.base import PGDialect
 
-    return str(PGDialect().identifier_preparer.quote(identifier))
+    dialect = PGDialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it unannotated
+    return str(dialect.identifier_preparer.quote(identifier))
 
 
 class _Walk:

@@ -236,5 +236,6 @@ def _author_sql(fragment: str) -> sql.Composable:
     from sqlalchemy import text
     from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 
-    compiled = text(fragment).compile(dialect=psycopg_dialect.dialect())
+    dialect = psycopg_dialect.dialect()  # type: ignore[no-untyped-call]  # unannotated upstream
+    compiled = text(fragment).compile(dialect=dialect)
     return sql.SQL(compiled.string)
