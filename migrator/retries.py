@@ -87,19 +87,21 @@ def retry_connect(
         assert exc is not None
         on_retry(state.attempt_number, exc, state.upcoming_sleep)
 
-    clock_start: list[float] = []
+    import time
+
+    deadline = time.monotonic() + timeout
+    backoff = tenacity.wait_exponential_jitter(initial=BACKOFF_INITIAL, max=5.0, jitter=0.5)
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        # Never sleep past the deadline: --connect-timeout 1 means about one second.
+        return max(0.0, min(backoff(state), deadline - time.monotonic()))
 
     def run() -> Any:
-        import time
-
-        if not clock_start:
-            clock_start.append(time.monotonic())
-        left = max(timeout - (time.monotonic() - clock_start[0]), 1.0)
-        return attempt(left)
+        return attempt(max(deadline - time.monotonic(), 1.0))
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(psycopg.OperationalError),
-        wait=tenacity.wait_exponential_jitter(initial=BACKOFF_INITIAL, max=5.0, jitter=0.5),
+        wait=wait,
         stop=tenacity.stop_after_delay(timeout),
         before_sleep=before_sleep,
         reraise=True,
