@@ -73,6 +73,9 @@ def connection(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
     conn = db.connect(url, timeout=settings.connect_timeout)
     try:
         yield conn
+    except psycopg.Error as exc:
+        # migrator's own statements (not a revision's: the runner reports those) were refused.
+        raise db.database_error(exc) from exc
     finally:
         conn.close()
 

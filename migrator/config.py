@@ -44,12 +44,22 @@ class DatabaseUrl:
     """A PostgreSQL URL normalised for psycopg; `str()` and `repr()` hide the password."""
 
     conninfo: str = field(repr=False)
-    password: str | None = field(repr=False, default=None)
+    passwords: tuple[str, ...] = field(repr=False, default=())  # userinfo and ?password=
+
+    @property
+    def password(self) -> str | None:
+        return self.passwords[0] if self.passwords else None
 
     @classmethod
     def parse(cls, raw: str, *, source: str) -> DatabaseUrl:
         text = raw.strip()
-        parts = urlsplit(text)
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - validates the port; urlsplit alone does not
+        except ValueError as exc:
+            # The message names what is wrong, never the URL: it may hold a password.
+            raise ConfigError(f"{source}: the database URL cannot be parsed ({exc}); write it "
+                              "like postgresql://user:password@host:5432/database") from None
         if parts.scheme not in ACCEPTED_SCHEMES or not text.startswith(parts.scheme + "://"):
             shown = parts.scheme or text.split(":", 1)[0][:30]
             raise ConfigError(
@@ -62,24 +72,28 @@ class DatabaseUrl:
         normalised = urlunsplit(
             ("postgresql", parts.netloc, parts.path, urlencode(query), parts.fragment)
         )
-        password = unquote(parts.password) if parts.password else None
-        return cls(conninfo=normalised, password=password)
+        passwords = [unquote(parts.password)] if parts.password else []
+        passwords += [value for key, value in query if key == "password" and value]
+        return cls(conninfo=normalised, passwords=tuple(passwords))
 
     @property
     def safe(self) -> str:
         """The URL with its password replaced by `***`."""
         parts = urlsplit(self.conninfo)
-        if parts.password is None:
-            return self.conninfo
-        userinfo = quote(unquote(parts.username or ""), safe="") + ":***"
-        host = parts.netloc.rsplit("@", 1)[1]
-        return urlunsplit((parts.scheme, f"{userinfo}@{host}", parts.path, parts.query, ""))
+        netloc = parts.netloc
+        if parts.password is not None:
+            userinfo = quote(unquote(parts.username or ""), safe="") + ":***"
+            netloc = f"{userinfo}@{netloc.rsplit('@', 1)[1]}"
+        query = "&".join(
+            f"{key}=***" if key == "password" else f"{key}={quote(value, safe='/')}"
+            for key, value in parse_qsl(parts.query, keep_blank_values=True))
+        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
     def with_database(self, name: str) -> DatabaseUrl:
         parts = urlsplit(self.conninfo)
         return DatabaseUrl(
             conninfo=urlunsplit(parts._replace(path="/" + quote(name, safe=""))),
-            password=self.password,
+            passwords=self.passwords,
         )
 
     def __str__(self) -> str:
@@ -138,8 +152,8 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Strings that must never appear in any output."""
-        if self.database_url and self.database_url.password:
-            return (self.database_url.password,)
+        if self.database_url:
+            return self.database_url.passwords
         return ()
 
 

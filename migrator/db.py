@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from migrator.config import DatabaseUrl, Settings
-from migrator.errors import ConfigError, DatabaseUnreachable
+from migrator.errors import ConfigError, DatabaseError, DatabaseUnreachable
 from migrator.logs import get_logger, redact
 
 if TYPE_CHECKING:
@@ -87,6 +87,12 @@ def _unreachable(url: DatabaseUrl, exc: BaseException, waited: float) -> Databas
     return DatabaseUnreachable(
         f"database {url.safe} unreachable after {waited:.0f}s: {_first_line(exc)}; check the "
         "host, credentials and network, or raise --connect-timeout")
+
+
+def database_error(exc: BaseException) -> DatabaseError:
+    """A refused statement of migrator's own, as a one-line error (exit 1)."""
+    return DatabaseError(f"the database refused a statement of migrator's: {_first_line(exc)}; "
+                         "check the login role's privileges and the plugin schemas, then rerun")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -16,8 +16,8 @@ from typing import Any
 
 from migrator.errors import DependencyError, TreeError
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
-REVISION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}\Z")  # \Z: `$` would allow a final newline
+REVISION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{1,32}\Z")
 RESERVED_SCHEMAS = frozenset({"public", "migrator", "information_schema"})
 PLUGIN_TOML_KEYS = ("schema", "depends_on", "models", "description")
 ENTRY_POINT_GROUP = "migrator.plugins"
@@ -62,10 +62,12 @@ class RevisionFile:
                             plugin=plugin, path=str(path)) from None
         revision_match = _REVISION_LINE.search(data)
         down_match = _DOWN_REVISION_LINE.search(data)
+        down: Any = _NOT_LITERAL
         if revision_match is not None and down_match is not None:
             revision: Any = revision_match.group("id").decode("utf-8", "replace")
-            down: Any = _value(down_match.group("value"))
-        else:
+            down = _value(down_match.group("value"))
+        if down is _NOT_LITERAL:
+            # Unusual layout (a tuple over several lines, annotations, ...): read the syntax tree.
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError:
@@ -267,6 +269,16 @@ def _read_revisions(versions: Path, plugin: str) -> tuple[RevisionFile, ...]:
 def _single_head(revisions: tuple[RevisionFile, ...], plugin: str, path: Path) -> str | None:
     if not revisions:
         return None
+    from graphlib import CycleError, TopologicalSorter
+
+    try:
+        TopologicalSorter({r.revision: r.down_revisions for r in revisions}).prepare()
+    except CycleError as exc:
+        members = list(dict.fromkeys(exc.args[1]))
+        raise TreeError(
+            f"{path}: plugin {plugin!r} revisions form a cycle ("
+            + " -> ".join([*members, members[0]]) + "); fix the down_revision lines",
+            plugin=plugin, path=str(path)) from None
     parents = {p for rev in revisions for p in rev.down_revisions}
     heads = sorted(rev.revision for rev in revisions if rev.revision not in parents)
     if len(heads) != 1:
@@ -276,7 +288,7 @@ def _single_head(revisions: tuple[RevisionFile, ...], plugin: str, path: Path) -
         raise TreeError(
             f"plugin {plugin!r} has {len(heads)} heads ({', '.join(heads)}); create a merge "
             f"revision: migrator revision --plugin {plugin} -m merge",
-            plugin=plugin, path=str(path))
+            plugin=plugin, path=str(path), heads=heads)
     if not any(not rev.down_revisions for rev in revisions):
         raise TreeError(f"{path}: plugin {plugin!r} has no base revision (down_revision = None); "
                         "fix the down_revision lines", plugin=plugin, path=str(path))

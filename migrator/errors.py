@@ -2,6 +2,7 @@
 
     MigratorError                  exit 1  (base; a migration failed)
     ├── MigrationFailed            exit 1  plugin, revision, database message
+    ├── DatabaseError              exit 1  the database refused migrator's own statements
     ├── UsageError                 exit 2
     │   ├── ConfigError                    bad flag value, no database configured
     │   ├── TreeError                      bad plugin tree, plugin.toml or revision file
@@ -47,10 +48,18 @@ class ConfigError(UsageError):
 
 
 class TreeError(UsageError):
-    def __init__(self, message: str, *, plugin: str | None = None, path: str | None = None):
+    def __init__(self, message: str, *, plugin: str | None = None, path: str | None = None,
+                 heads: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.plugin = plugin
         self.path = path
+        self.heads = tuple(heads)
+
+
+class DatabaseError(MigratorError):
+    """The database refused something outside a revision (permissions, a bad schema, ...)."""
+
+    exit_code = 1
 
 
 class DependencyError(UsageError):

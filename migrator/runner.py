@@ -464,13 +464,29 @@ class Runner:
     def _work_connection(self, plugin: Plugin) -> Iterator[Connection]:
         """A connection set up for `plugin`: its schema exists and is first on search_path,
         lock_timeout is set (only now: the advisory lock is held) and commits are async."""
-        from sqlalchemy.schema import CreateSchema
 
         if self._engine is None:
             self._engine = db.sqlalchemy_engine(self.url, timeout=self.settings.connect_timeout)
+        from sqlalchemy.exc import DBAPIError
+
         if self._conn is None or self._conn.invalidated or self._conn.closed:
             self._conn = self._engine.connect()
         conn = self._conn
+        try:
+            self._set_up(conn, plugin)
+        except DBAPIError as exc:
+            raise db.database_error(exc) from exc
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction():
+                with suppress(Exception):  # the connection may be the thing that broke
+                    conn.rollback()
+            raise
+
+    def _set_up(self, conn: Connection, plugin: Plugin) -> None:
+        from sqlalchemy.schema import CreateSchema
+
         raw = driver_connection(conn)
         raw.execute("RESET ROLE")  # the previous plugin's, under --isolate-roles
         raw.execute("SELECT set_config('lock_timeout', %s, false), "
@@ -491,13 +507,6 @@ class Runner:
             "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))").format(
                 sql.Identifier(plugin.schema, db.VERSION_TABLE)))
         conn.commit()
-        try:
-            yield conn
-        except BaseException:
-            if conn.in_transaction():
-                with suppress(Exception):  # the connection may be the thing that broke
-                    conn.rollback()
-            raise
 
 
 def driver_connection(conn: Connection) -> psycopg.Connection[Any]:

@@ -1,0 +1,14 @@
+"""create teams"""
+
+from alembic import op
+
+# revision identifiers, used by Alembic.
+down_revision = "a1"
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE teams (id integer PRIMARY KEY)")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE teams")

@@ -1,0 +1,15 @@
+"""create members"""
+
+from alembic import op
+
+# revision identifiers, used by Alembic.
+revision = "c3"
+down_revision = 'b2'
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE members (id integer PRIMARY KEY)")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE members")

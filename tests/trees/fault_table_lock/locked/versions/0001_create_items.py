@@ -1,0 +1,20 @@
+"""create items
+
+Revision ID: locked_0001
+Revises:
+"""
+
+from alembic import op
+
+revision = "locked_0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE items (id integer PRIMARY KEY)")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE items")

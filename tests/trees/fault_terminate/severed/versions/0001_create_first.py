@@ -1,0 +1,20 @@
+"""create first
+
+Revision ID: severed_0001
+Revises:
+"""
+
+from alembic import op
+
+revision = "severed_0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE first (id integer PRIMARY KEY)")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE first")
