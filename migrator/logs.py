@@ -42,14 +42,20 @@ def configure(*, log_format: str = "auto", level: str = "info",
     stream = sys.stderr
     use_json = log_format == "json" or (log_format == "auto" and not stream.isatty())
     renderer: Any
+    consumers: list[Any] = []
     if use_json:
         renderer = structlog.processors.JSONRenderer(default=str)
     else:
         renderer = structlog.dev.ConsoleRenderer(
             colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
         )
+        if stream.isatty():
+            from migrator.progress import BackfillProgress
+
+            consumers.append(BackfillProgress())
     structlog.configure(
         processors=[
+            *consumers,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
