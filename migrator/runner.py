@@ -485,28 +485,42 @@ class Runner:
             raise
 
     def _set_up(self, conn: Connection, plugin: Plugin) -> None:
-        from sqlalchemy.schema import CreateSchema
-
         raw = driver_connection(conn)
-        raw.execute("RESET ROLE")  # the previous plugin's, under --isolate-roles
-        raw.execute("SELECT set_config('lock_timeout', %s, false), "
-                    "set_config('synchronous_commit', 'off', false)",
-                    (f"{int(self.settings.lock_timeout * 1000)}ms",))
-        conn.execute(CreateSchema(plugin.schema, if_not_exists=True))
+        before, after = session_setup(plugin, lock_timeout=self.settings.lock_timeout,
+                                      role=None)
+        # Each group is one round trip: statements without parameters may share an execute.
+        raw.execute(sql.SQL("; ").join(before))
         if self.settings.isolate_roles:
             from migrator import roles
 
             role = roles.prepare(raw, plugin, self.schemas)
-            raw.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
-        raw.execute(sql.SQL("SET search_path TO {}, public").format(
-            sql.Identifier(plugin.schema)))
-        # Alembic's own version table DDL, created here in its own transaction so that each
-        # revision's transaction holds that revision's work and nothing else.
-        raw.execute(sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (version_num VARCHAR(32) NOT NULL, "
-            "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))").format(
-                sql.Identifier(plugin.schema, db.VERSION_TABLE)))
+            _, after = session_setup(plugin, lock_timeout=self.settings.lock_timeout, role=role)
+        raw.execute(sql.SQL("; ").join(after))
         conn.commit()
+
+
+def session_setup(plugin: Plugin, *, lock_timeout: float, role: str | None
+                  ) -> tuple[list[sql.Composable], list[sql.Composable]]:
+    """What migrator runs before a plugin's revisions, in its own transaction: the statements
+    before the plugin's role is prepared, and those after. `--sql` renders the same list."""
+    before = [
+        sql.SQL("RESET ROLE"),  # the previous plugin's, under --isolate-roles
+        sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout * 1000)}ms")),
+        # Commits need not wait for their WAL flush; each plugin's last revision's does.
+        sql.SQL("SET synchronous_commit = off"),
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(plugin.schema)),
+    ]
+    after: list[sql.Composable] = (
+        [sql.SQL("SET ROLE {}").format(sql.Identifier(role))] if role else [])
+    after += [
+        sql.SQL("SET search_path TO {}, public").format(sql.Identifier(plugin.schema)),
+        # Alembic's own version table DDL, created here so that each revision's transaction
+        # holds that revision's work and nothing else.
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} (version_num VARCHAR(32) NOT NULL, "
+                "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))").format(
+                    sql.Identifier(plugin.schema, db.VERSION_TABLE)),
+    ]
+    return before, after
 
 
 def driver_connection(conn: Connection) -> psycopg.Connection[Any]:
