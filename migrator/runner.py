@@ -496,7 +496,7 @@ class Runner:
             role = roles.prepare(raw, plugin, self.schemas)
             _, after = session_setup(plugin, lock_timeout=self.settings.lock_timeout, role=role)
         raw.execute(sql.SQL("; ").join(after))
-        conn.commit()
+        raw.commit()  # on the driver: SQLAlchemy did not see these statements begin a transaction
 
 
 def session_setup(plugin: Plugin, *, lock_timeout: float, role: str | None
