@@ -19,6 +19,7 @@ from migrator.discovery import Plugin
 from migrator.errors import (
     ConfigError,
     FindingsReported,
+    Interrupted,
     MigratorError,
     UnknownPlugin,
     UsageError,
@@ -195,9 +196,7 @@ def upgrade(settings: Settings, names: Sequence[str] = (), *, to: str | None = N
     if to is not None and len(names) != 1:
         raise UsageError(
             "--to needs exactly one --plugin (a revision belongs to one plugin's tree)")
-    summary = RunSummary(command="upgrade")
-    started = time.monotonic()
-    try:
+    with _reported("upgrade") as summary:
         found = plugins(settings)
         selected = select(found, names, with_dependencies=True)
         targets = {names[0]: resolve_revision(plugin_named(found, names[0]), to)} if to else {}
@@ -207,14 +206,24 @@ def upgrade(settings: Settings, names: Sequence[str] = (), *, to: str | None = N
             summary.plugins = [_unchanged(p) for p in plan.plugins]
             if plan.pending:
                 _apply(settings, conn, found, plan, summary)
+    return summary
+
+
+@contextmanager
+def _reported(command: str) -> Iterator[RunSummary]:
+    """The run summary of a command that changes the database: logged and written to the
+    termination message however the command ends."""
+    summary = RunSummary(command=command)
+    started = time.monotonic()
+    try:
+        yield summary
     except MigratorError as exc:
-        summary.outcome = "interrupted" if exc.exit_code == 6 else "failed"
+        summary.outcome = "interrupted" if exc.exit_code == Interrupted.exit_code else "failed"
         summary.error = redact(str(exc))
         raise
     finally:
         summary.duration_ms = int((time.monotonic() - started) * 1000)
         finish(summary)
-    return summary
 
 
 def _unchanged(item: PluginPlan) -> dict[str, Any]:
@@ -257,34 +266,19 @@ def _apply(settings: Settings, conn: psycopg.Connection[Any], found: list[Plugin
 
 def downgrade(settings: Settings, name: str, to: str) -> RunSummary:
     """Revert one plugin to `to`: a revision, `-N` (N steps back) or `base`."""
-    summary = RunSummary(command="downgrade")
-    started = time.monotonic()
-    try:
+    with _reported("downgrade") as summary:
         found = plugins(settings)
         plugin = plugin_named(found, name)
         destination = _downgrade_destination(plugin, to)
         with connection(settings) as conn:
-            from migrator.runner import Runner, StopRequest
-
             plan = read_plan(conn, [plugin])
             plan.require_known_revisions()
             _check_downgrade_reachable(plan.plugins[0], destination)
-            with StopRequest().installed() as stop:
-                runner = Runner(settings, db.resolve_url(settings), conn, stop,
-                                schemas={p.name: p.schema for p in found})
+            with _runner(settings, conn, found, [plugin]) as runner:
                 try:
-                    runner.prepare([plugin])
                     runner.downgrade(plugin, destination)
                 finally:
                     summary.plugins = [o.as_dict() for o in runner.outcomes.values()]
-                    runner.close()
-    except MigratorError as exc:
-        summary.outcome = "interrupted" if exc.exit_code == 6 else "failed"
-        summary.error = redact(str(exc))
-        raise
-    finally:
-        summary.duration_ms = int((time.monotonic() - started) * 1000)
-        finish(summary)
     return summary
 
 
@@ -322,22 +316,32 @@ def _check_downgrade_reachable(item: PluginPlan, destination: str) -> None:
 
 def stamp(settings: Settings, name: str, revision: str) -> RunSummary:
     """Record `revision` (or `head` / `base`) as applied without running it."""
-    found = plugins(settings)
-    plugin = plugin_named(found, name)
-    target = "base" if revision == "base" else resolve_revision(plugin, revision)
-    with connection(settings) as conn:
-        from migrator.runner import Runner, StopRequest
-
-        with StopRequest().installed() as stop:
-            runner = Runner(settings, db.resolve_url(settings), conn, stop)
+    with _reported("stamp") as summary:
+        found = plugins(settings)
+        plugin = plugin_named(found, name)
+        target = "base" if revision == "base" else resolve_revision(plugin, revision)
+        with connection(settings) as conn, _runner(settings, conn, found, [plugin]) as runner:
             try:
-                runner.prepare([plugin])
-                result = runner.stamp(plugin, target)
+                runner.stamp(plugin, target)
             finally:
-                runner.close()
-    summary = RunSummary(command="stamp", plugins=[result.as_dict()])
-    finish(summary)
+                summary.plugins = [o.as_dict() for o in runner.outcomes.values()]
     return summary
+
+
+@contextmanager
+def _runner(settings: Settings, conn: psycopg.Connection[Any], found: list[Plugin],
+            plugins_to_run: list[Plugin]) -> Iterator[Any]:
+    """A Runner with signal handling installed and the trees that will run loaded."""
+    from migrator.runner import Runner, StopRequest
+
+    with StopRequest().installed() as stop:
+        runner = Runner(settings, db.resolve_url(settings), conn, stop,
+                        schemas={p.name: p.schema for p in found})
+        try:
+            runner.prepare(plugins_to_run)
+            yield runner
+        finally:
+            runner.close()
 
 
 def finish(summary: RunSummary) -> None:

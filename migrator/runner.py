@@ -254,6 +254,7 @@ class Runner:
             before = self._current(plugin)
             outcome = PluginOutcome(plugin.name, _label(before), None if revision == "base"
                                     else revision)
+            self.outcomes[plugin.name] = outcome
             started = datetime.now(UTC)
             with conn.begin():
                 ctx = MigrationContext.configure(
