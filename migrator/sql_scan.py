@@ -1,0 +1,514 @@
+"""What a rendered SQL statement touches: the table locks it takes, the objects it changes, the
+tables its foreign keys reference, the schemas it creates or drops.
+
+`--dry-run` uses it to annotate each statement with its lock (and the table's row estimate);
+`lint` uses it for migrator's isolation rules. It reads statement *heads* with a small tokenizer
+(strings, quoted identifiers, comments and dollar quotes are understood, so a keyword inside a
+literal never matches), not a full grammar: the contract's stack has no SQL parser, and the
+statements it sees are SQLAlchemy's regular DDL plus the occasional `op.execute`. A statement it
+does not recognise is reported as such (`Analysis.known` false), never guessed at.
+
+Lock levels follow PostgreSQL's documentation ("Explicit Locking", and each command's page).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+ACCESS_SHARE = "ACCESS SHARE"
+ROW_SHARE = "ROW SHARE"
+ROW_EXCLUSIVE = "ROW EXCLUSIVE"
+SHARE_UPDATE_EXCLUSIVE = "SHARE UPDATE EXCLUSIVE"
+SHARE = "SHARE"
+SHARE_ROW_EXCLUSIVE = "SHARE ROW EXCLUSIVE"
+EXCLUSIVE = "EXCLUSIVE"
+ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
+MODES = (ACCESS_SHARE, ROW_SHARE, ROW_EXCLUSIVE, SHARE_UPDATE_EXCLUSIVE, SHARE,
+         SHARE_ROW_EXCLUSIVE, EXCLUSIVE, ACCESS_EXCLUSIVE)
+
+
+def blocks(mode: str) -> str:
+    """What a lock in `mode` does to the application's traffic on the table."""
+    if mode == ACCESS_EXCLUSIVE:
+        return "blocks reads and writes"
+    if mode in (SHARE, SHARE_ROW_EXCLUSIVE, EXCLUSIVE):
+        return "blocks writes"
+    return "allows reads and writes"
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    """A possibly schema-qualified object name, as written (unquoted names folded to lower)."""
+
+    schema: str | None
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """A lock a statement takes on a relation (`index`: the relation named is an index)."""
+
+    mode: str
+    relation: Name
+    new: bool = False  # the statement creates the relation
+    index: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    verb: str  # "CREATE INDEX", "ALTER TABLE", ... ("" for an empty statement)
+    known: bool
+    locks: tuple[Lock, ...] = ()
+    changes: tuple[Name, ...] = ()  # objects created, altered, dropped or written
+    references: tuple[Name, ...] = ()  # tables a foreign key references
+    schemas: tuple[str, ...] = ()  # schemas created, altered, granted on or moved into
+    dropped_schemas: tuple[str, ...] = ()
+    sets_search_path: bool = False
+
+
+# -- tokens ---------------------------------------------------------------------------------
+
+_TOKEN = re.compile(
+    r"""(?P<space>\s+)
+      | (?P<comment>--[^\n]*|/\*.*?\*/)
+      | (?P<string>[EeBbXxNnUu]&?'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*')
+      | (?P<dollar>\$\$.*?\$\$|\$(?P<tag>[A-Za-z_]\w*)\$.*?\$(?P=tag)\$)
+      | (?P<quoted>"(?:[^"]|"")*")
+      | (?P<word>[A-Za-z_][\w$]*)
+      | (?P<number>\d+(?:\.\d+)?)
+      | (?P<punct>.)""", re.S | re.X)
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    kind: str  # word | quoted | punct | literal
+    text: str  # words folded to lower case, quoted identifiers unquoted
+
+    def is_(self, *words: str) -> bool:
+        return self.kind == "word" and self.text in words
+
+
+def _tokens(text: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    for match in _TOKEN.finditer(text):
+        kind = match.lastgroup
+        value = match.group()
+        if kind in ("space", "comment"):
+            continue
+        if kind == "word":
+            tokens.append(_Token("word", value.lower()))
+        elif kind == "quoted":
+            tokens.append(_Token("quoted", value[1:-1].replace('""', '"')))
+        elif kind == "punct":
+            tokens.append(_Token("punct", value))
+        else:
+            tokens.append(_Token("literal", value))
+    return tokens
+
+
+def split(text: str) -> list[list[_Token]]:
+    """The statements in `text` (split at top-level semicolons), as tokens."""
+    statements: list[list[_Token]] = [[]]
+    for token in _tokens(text):
+        if token.kind == "punct" and token.text == ";":
+            statements.append([])
+        else:
+            statements[-1].append(token)
+    return [s for s in statements if s]
+
+
+def _is_punct(token: _Token | None, char: str) -> bool:
+    return token is not None and token.kind == "punct" and token.text == char
+
+
+class _Cursor:
+    def __init__(self, tokens: Sequence[_Token]) -> None:
+        self.tokens, self.i = tokens, 0
+
+    def peek(self, offset: int = 0) -> _Token | None:
+        at = self.i + offset
+        return self.tokens[at] if at < len(self.tokens) else None
+
+    def accept(self, *words: str) -> bool:
+        """Consume the words in sequence if they are next; all or nothing."""
+        for offset, word in enumerate(words):
+            token = self.peek(offset)
+            if token is None or not token.is_(word):
+                return False
+        self.i += len(words)
+        return True
+
+    def name(self) -> Name | None:
+        parts: list[str] = []
+        while (token := self.peek()) is not None and token.kind in ("word", "quoted"):
+            parts.append(token.text)
+            self.i += 1
+            if not _is_punct(self.peek(), "."):
+                break
+            self.i += 1
+        if not parts:
+            return None
+        return Name(parts[-2], parts[-1]) if len(parts) > 1 else Name(None, parts[0])
+
+    def names(self) -> list[Name]:
+        found: list[Name] = []
+        while (name := self.name()) is not None:
+            found.append(name)
+            if not _is_punct(self.peek(), ","):
+                break
+            self.i += 1
+        return found
+
+
+def _references(tokens: Sequence[_Token]) -> list[Name]:
+    found = []
+    for i, token in enumerate(tokens):
+        if token.is_("references"):
+            name = _Cursor(tokens[i + 1:]).name()
+            if name is not None:
+                found.append(name)
+    return found
+
+
+def _top_level_parts(tokens: Sequence[_Token]) -> Iterator[list[_Token]]:
+    """`tokens` split at commas outside parentheses (ALTER TABLE's list of actions)."""
+    depth, part = 0, list[_Token]()
+    for token in tokens:
+        if token.kind == "punct" and token.text in "([":
+            depth += 1
+        elif token.kind == "punct" and token.text in ")]":
+            depth -= 1
+        if depth == 0 and token.kind == "punct" and token.text == ",":
+            yield part
+            part = []
+        else:
+            part.append(token)
+    if part:
+        yield part
+
+
+# -- statements -----------------------------------------------------------------------------
+
+
+def analyze(text: str) -> Analysis:
+    """Everything the statements in `text` touch, merged (one op.execute may hold several)."""
+    parts = [_analyze(tokens) for tokens in split(text)]
+    if not parts:
+        return Analysis(verb="", known=True)
+    if len(parts) == 1:
+        return parts[0]
+    return Analysis(
+        verb="; ".join(p.verb for p in parts), known=all(p.known for p in parts),
+        locks=tuple(lock for p in parts for lock in p.locks),
+        changes=tuple(n for p in parts for n in p.changes),
+        references=tuple(n for p in parts for n in p.references),
+        schemas=tuple(s for p in parts for s in p.schemas),
+        dropped_schemas=tuple(s for p in parts for s in p.dropped_schemas),
+        sets_search_path=any(p.sets_search_path for p in parts))
+
+
+@dataclass(slots=True)
+class _Found:
+    verb: str
+    known: bool = True
+    locks: list[Lock] = field(default_factory=list)
+    changes: list[Name] = field(default_factory=list)
+    references: list[Name] = field(default_factory=list)
+    schemas: list[str] = field(default_factory=list)
+    dropped_schemas: list[str] = field(default_factory=list)
+    sets_search_path: bool = False
+
+    def lock(self, mode: str, name: Name | None, *, new: bool = False, index: bool = False,
+             change: bool = True) -> None:
+        if name is None:
+            self.known = False
+            return
+        self.locks.append(Lock(mode, name, new=new, index=index))
+        if change:
+            self.changes.append(name)
+
+    def referencing(self, tokens: Sequence[_Token]) -> None:
+        for name in _references(tokens):
+            self.references.append(name)
+            self.locks.append(Lock(SHARE_ROW_EXCLUSIVE, name))
+
+    def freeze(self) -> Analysis:
+        return Analysis(verb=self.verb, known=self.known, locks=tuple(self.locks),
+                        changes=tuple(self.changes), references=tuple(self.references),
+                        schemas=tuple(self.schemas), dropped_schemas=tuple(self.dropped_schemas),
+                        sets_search_path=self.sets_search_path)
+
+
+_OBJECT_KINDS = (
+    ("materialized", "view"), ("foreign", "table"), ("table",), ("index",), ("view",),
+    ("sequence",), ("type",), ("domain",), ("function",), ("procedure",), ("trigger",),
+    ("schema",), ("extension",), ("aggregate",), ("collation",), ("policy",), ("rule",),
+    ("statistics",), ("operator",))
+
+
+def _object_kind(cursor: _Cursor) -> str | None:
+    for words in _OBJECT_KINDS:
+        if cursor.accept(*words):
+            return " ".join(words)
+    return None
+
+
+def _analyze(tokens: list[_Token]) -> Analysis:
+    cursor = _Cursor(tokens)
+    first = tokens[0].text
+    if cursor.accept("create"):
+        return _create(cursor, tokens)
+    if cursor.accept("alter"):
+        return _alter(cursor)
+    if cursor.accept("drop"):
+        return _drop(cursor)
+    if first in ("insert", "update", "delete", "truncate", "lock", "comment", "grant", "revoke",
+                 "set", "refresh"):
+        return _other(first, cursor)
+    if first in ("begin", "commit", "rollback", "select", "reset", "start", "end", "analyze",
+                 "vacuum", "notify", "savepoint", "release", "show"):
+        return Analysis(verb=first.upper(), known=True)
+    return Analysis(verb=first.upper(), known=False)
+
+
+def _create(cursor: _Cursor, tokens: list[_Token]) -> Analysis:
+    cursor.accept("or", "replace")
+    unique = cursor.accept("unique")
+    for modifier in ("global", "local", "temporary", "temp", "unlogged", "recursive",
+                     "constraint", "trusted", "procedural"):
+        cursor.accept(modifier)
+    kind = _object_kind(cursor)
+    found = _Found(verb=f"CREATE {'UNIQUE ' if unique else ''}{(kind or '?').upper()}")
+    if kind is None:
+        found.known = False
+        return found.freeze()
+    concurrently = cursor.accept("concurrently")
+    cursor.accept("if", "not", "exists")
+    if kind == "index":
+        if concurrently:
+            found.verb += " CONCURRENTLY"
+        while (token := cursor.peek()) is not None and not token.is_("on"):
+            cursor.i += 1  # the index name, if any
+        cursor.accept("on")
+        cursor.accept("only")
+        table = cursor.name()
+        found.lock(SHARE_UPDATE_EXCLUSIVE if concurrently else SHARE, table)
+    elif kind in ("table", "foreign table"):
+        table = cursor.name()
+        found.lock(ACCESS_EXCLUSIVE, table, new=True)
+        rest = tokens[cursor.i:]
+        for i, token in enumerate(rest):
+            if token.is_("partition") and i + 1 < len(rest) and rest[i + 1].is_("of"):
+                found.lock(ACCESS_EXCLUSIVE, _Cursor(rest[i + 2:]).name())
+        found.referencing(rest)
+    elif kind == "trigger":
+        rest = tokens[cursor.i:]
+        on = next((i for i, t in enumerate(rest) if t.is_("on")), None)
+        found.lock(SHARE_ROW_EXCLUSIVE, _Cursor(rest[on + 1:]).name() if on is not None else None)
+    elif kind == "schema":
+        cursor.accept("authorization")  # CREATE SCHEMA AUTHORIZATION role: named after it
+        schema = cursor.name()
+        if schema is not None:
+            found.schemas.append(schema.name)
+    elif kind == "extension":
+        cursor.name()
+        cursor.accept("with")
+        if cursor.accept("schema") and (schema := cursor.name()) is not None:
+            found.schemas.append(schema.name)
+    else:
+        name = cursor.name()
+        if name is not None:
+            found.changes.append(name)
+    return found.freeze()
+
+
+def _alter(cursor: _Cursor) -> Analysis:
+    kind = _object_kind(cursor)
+    found = _Found(verb=f"ALTER {(kind or '?').upper()}")
+    if kind is None:
+        found.known = False
+        return found.freeze()
+    cursor.accept("if", "exists")
+    cursor.accept("only")
+    if kind == "schema":
+        schema = cursor.name()
+        if schema is not None:
+            found.schemas.append(schema.name)
+        return found.freeze()
+    name = cursor.name()
+    if _is_punct(cursor.peek(), "*"):  # ALTER TABLE name * (descendants too)
+        cursor.i += 1
+    actions = list(_top_level_parts(cursor.tokens[cursor.i:]))
+    if kind in ("table", "foreign table"):
+        mode = max((_alter_table_action(action, found) for action in actions),
+                   key=MODES.index, default=ACCESS_EXCLUSIVE)
+        found.lock(mode, name)
+    elif kind == "index":
+        renames = bool(actions) and actions[0][:1] and actions[0][0].is_("rename")
+        found.lock(SHARE_UPDATE_EXCLUSIVE if renames else ACCESS_EXCLUSIVE, name, index=True)
+    elif kind in ("view", "materialized view", "sequence"):
+        found.lock(ACCESS_EXCLUSIVE, name)
+    elif name is not None:
+        found.changes.append(name)
+    for action in actions:
+        moved = _Cursor(action)
+        if moved.accept("set", "schema") and (schema := moved.name()) is not None:
+            found.schemas.append(schema.name)
+    return found.freeze()
+
+
+def _alter_table_action(action: list[_Token], found: _Found) -> str:
+    cursor = _Cursor(action)
+    words = [t.text for t in action if t.kind == "word"]
+    if cursor.accept("add"):
+        found.referencing(action)
+        following = cursor.peek()
+        is_column = cursor.accept("column") or following is None or not following.is_(
+            "constraint", "foreign", "check", "unique", "primary", "exclude")
+        if not is_column and "foreign" in words:
+            return SHARE_ROW_EXCLUSIVE
+        return ACCESS_EXCLUSIVE
+    if cursor.accept("validate", "constraint"):
+        return SHARE_UPDATE_EXCLUSIVE
+    if cursor.accept("cluster", "on") or cursor.accept("set", "without", "cluster"):
+        return SHARE_UPDATE_EXCLUSIVE
+    if cursor.accept("set", "(") or cursor.accept("reset", "("):
+        return SHARE_UPDATE_EXCLUSIVE
+    if cursor.accept("attach", "partition"):
+        return SHARE_UPDATE_EXCLUSIVE
+    if cursor.accept("detach", "partition"):
+        return SHARE_UPDATE_EXCLUSIVE if "concurrently" in words else ACCESS_EXCLUSIVE
+    if (cursor.accept("enable") or cursor.accept("disable")) and "trigger" in words:
+        return SHARE_ROW_EXCLUSIVE
+    if (cursor.accept("alter") and "set" in words
+            and any(w in ("statistics", "n_distinct", "n_distinct_inherited") for w in words)):
+        return SHARE_UPDATE_EXCLUSIVE
+    return ACCESS_EXCLUSIVE
+
+
+def _drop(cursor: _Cursor) -> Analysis:
+    kind = _object_kind(cursor)
+    found = _Found(verb=f"DROP {(kind or '?').upper()}")
+    if kind is None:
+        found.known = False
+        return found.freeze()
+    concurrently = cursor.accept("concurrently")
+    cursor.accept("if", "exists")
+    if concurrently:
+        found.verb += " CONCURRENTLY"
+    if kind == "trigger":
+        cursor.name()
+        if cursor.accept("on"):
+            found.lock(ACCESS_EXCLUSIVE, cursor.name())
+        return found.freeze()
+    if kind == "policy" or kind == "rule":
+        cursor.name()
+        if cursor.accept("on"):
+            found.lock(ACCESS_EXCLUSIVE, cursor.name())
+        return found.freeze()
+    names = cursor.names()
+    if kind == "schema":
+        found.dropped_schemas.extend(n.name for n in names)
+        return found.freeze()
+    for name in names:
+        if kind in ("table", "foreign table", "view", "materialized view", "sequence"):
+            found.lock(ACCESS_EXCLUSIVE, name)
+        elif kind == "index":
+            found.lock(SHARE_UPDATE_EXCLUSIVE if concurrently else ACCESS_EXCLUSIVE, name,
+                       index=True)
+        else:
+            found.changes.append(name)
+    if not names:
+        found.known = False
+    return found.freeze()
+
+
+def _other(first: str, cursor: _Cursor) -> Analysis:
+    cursor.i += 1
+    found = _Found(verb=first.upper())
+    name: Name | None
+    if first == "insert":
+        cursor.accept("into")
+        found.lock(ROW_EXCLUSIVE, cursor.name())
+    elif first == "update":
+        cursor.accept("only")
+        found.lock(ROW_EXCLUSIVE, cursor.name())
+    elif first == "delete":
+        cursor.accept("from")
+        cursor.accept("only")
+        found.lock(ROW_EXCLUSIVE, cursor.name())
+    elif first == "truncate":
+        cursor.accept("table")
+        cursor.accept("only")
+        truncated: list[Name | None] = [*cursor.names()] or [None]
+        for name in truncated:
+            found.lock(ACCESS_EXCLUSIVE, name)
+    elif first == "lock":
+        cursor.accept("table")
+        cursor.accept("only")
+        locked: list[Name | None] = [*cursor.names()] or [None]
+        mode = ACCESS_EXCLUSIVE
+        if cursor.accept("in"):
+            words = []
+            while (token := cursor.peek()) is not None and not token.is_("mode"):
+                words.append(token.text.upper())
+                cursor.i += 1
+            mode = " ".join(words) if " ".join(words) in MODES else ACCESS_EXCLUSIVE
+        for name in locked:
+            found.lock(mode, name)
+    elif first == "refresh":
+        cursor.accept("materialized", "view")
+        concurrently = cursor.accept("concurrently")
+        found.lock(EXCLUSIVE if concurrently else ACCESS_EXCLUSIVE, cursor.name())
+    elif first == "comment":
+        cursor.accept("on")
+        kind = _object_kind(cursor) or ("column" if cursor.accept("column") else None)
+        name = cursor.name()
+        if kind == "column" and name is not None:
+            # schema.table.column or table.column: the name read is (table-ish, column)
+            parts = _qualified_parts(cursor, name)
+            name = Name(parts[-3] if len(parts) > 2 else None, parts[-2]) if len(parts) > 1 \
+                else None
+        if kind == "schema" and name is not None:
+            found.schemas.append(name.name)
+        elif kind in ("table", "column", "index") and name is not None:
+            found.lock(SHARE_UPDATE_EXCLUSIVE, name, index=kind == "index")
+        elif name is not None:
+            found.changes.append(name)
+    elif first in ("grant", "revoke"):
+        tokens = cursor.tokens[cursor.i:]
+        on = next((i for i, t in enumerate(tokens) if t.is_("on")), None)
+        if on is not None:
+            target = _Cursor(tokens[on + 1:])
+            if target.accept("schema") or any(
+                    target.accept("all", kind, "in", "schema")
+                    for kind in ("tables", "sequences", "functions", "routines")):
+                found.schemas.extend(n.name for n in target.names())
+            else:
+                _object_kind(target)
+                found.changes.extend(target.names())
+    elif first == "set":
+        _ = cursor.accept("session") or cursor.accept("local")
+        found.sets_search_path = cursor.accept("search_path")
+    return found.freeze()
+
+
+def _qualified_parts(cursor: _Cursor, name: Name) -> list[str]:
+    """The dotted name just read by `cursor.name()`, all of its parts (for COMMENT ON COLUMN)."""
+    end = cursor.i
+    parts: list[str] = []
+    i = end - 1
+    while i >= 0:
+        token = cursor.tokens[i]
+        if token.kind in ("word", "quoted"):
+            parts.insert(0, token.text)
+            if i > 0 and _is_punct(cursor.tokens[i - 1], "."):
+                i -= 2
+                continue
+        break
+    return parts or [name.name]

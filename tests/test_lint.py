@@ -1,0 +1,141 @@
+"""`migrator lint`: squawk over each revision's rendered SQL, plus migrator's isolation rules,
+each finding mapped back to plugin, revision file and statement; exit 5 on findings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrator import commands, discovery, lint
+from migrator.config import Settings
+from migrator.errors import FindingsReported
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_PLATFORM = REPO_ROOT / "plugin_migrations"
+
+def findings_by_file(report: lint.Report) -> dict[str, list[tuple[int | None, str]]]:
+    found: dict[str, list[tuple[int | None, str]]] = {}
+    for finding in report.findings:
+        found.setdefault(Path(finding.file).name, []).append((finding.statement, finding.rule))
+    return found
+
+
+def test_lint_flags_the_classic_hazards(tree: Any) -> None:
+    """A NOT NULL column without default, CREATE INDEX without CONCURRENTLY, a validated
+    foreign key, a column type change, DDL in another plugin's schema, a reference to a plugin
+    not depended on, DROP SCHEMA, and a reasonless opt-out are each found, with their plugin,
+    revision file and statement; the table created and indexed in one revision is not."""
+    trees = tree("lint_hazards")
+    report = commands.lint(Settings(migrations_dir=trees))
+
+    assert report.plugins == ("core", "shop") and report.revisions == 9
+    assert findings_by_file(report) == {
+        "0002_add_required_region.py": [(1, "adding-required-field")],
+        "0003_index_region.py": [(1, "require-concurrent-index-creation")],
+        "0004_reference_accounts.py": [(1, "constraint-missing-not-valid"),
+                                       (1, "adding-foreign-key-constraint")],
+        "0005_amount_to_decimal.py": [(1, "changing-column-type")],
+        "0006_change_core.py": [(1, "migrator-cross-schema"), (2, "migrator-cross-schema")],
+        "0007_drop_legacy_schema.py": [(1, "ban-drop-schema"), (1, "migrator-drop-schema")],
+        "0008_unreasoned_opt_out.py": [(None, "migrator-opt-out-needs-reason"),
+                                       (1, "require-concurrent-index-creation")],
+    }
+    by_rule = {(Path(f.file).name, f.rule): f for f in report.findings}
+    required = by_rule[("0002_add_required_region.py", "adding-required-field")]
+    assert (required.plugin, required.revision, required.source) == ("shop", "5a0700000002",
+                                                                     "squawk")
+    assert required.sql == "ALTER TABLE orders ADD COLUMN region TEXT NOT NULL;"
+    cross = [f for f in report.findings if f.rule == "migrator-cross-schema"]
+    assert cross[0].message == ("ALTER TABLE names core.accounts, outside the plugin's schema "
+                                "'shop'")
+    assert "billing.invoices" in cross[1].message and "depends on" in cross[1].message
+    # core is a dependency of shop: referencing it is no isolation finding.
+    assert not any(f.rule.startswith("migrator-") for f in report.findings
+                   if Path(f.file).name == "0004_reference_accounts.py")
+    with pytest.raises(FindingsReported, match=r"lint: 11 finding\(s\) in 7 revision\(s\)"):
+        commands.lint_findings(report)
+
+
+def test_lint_passes_safe_revisions_and_honours_reasoned_opt_outs(tree: Any) -> None:
+    """Nullable and constant-default columns, a concurrent index in an autocommit block, a
+    NOT VALID foreign key validated in its own revision: no finding; a reasoned opt-out
+    silences its rule and is reported with its reason."""
+    report = commands.lint(Settings(migrations_dir=tree("lint_safe")))
+
+    assert report.findings == ()
+    [(silenced, reason)] = report.silenced
+    assert (silenced.rule, Path(silenced.file).name) == ("constraint-missing-not-valid",
+                                                         "0006_check_amount.py")
+    assert reason == ("orders holds a few hundred rows (a test fixture), so the validating "
+                      "scan under the lock takes milliseconds")
+    commands.lint_findings(report)  # nothing found: no exit 5
+
+
+def test_the_example_platform_lints_clean(run_cli: Any) -> None:
+    """plugin_migrations/ has no finding; its one opt-out gives its reason."""
+    result = run_cli("--migrations-dir", EXAMPLE_PLATFORM, "lint", "--format", "json")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    document = json.loads(result.stdout)
+    assert document["findings"] == []
+    assert document["revisions_checked"] == sum(
+        len(p.revisions) for p in discovery.discover(EXAMPLE_PLATFORM, entry_points=False))
+    assert [(s["plugin"], s["rule"]) for s in document["silenced"]] == [
+        ("analysis_results", "constraint-missing-not-valid")]
+    assert "require-statement-timeout" in document["excluded_rules"]
+
+
+def test_lint_cli_exits_5_and_names_where(tree: Any, run_cli: Any) -> None:
+    """`migrator lint --plugin shop` prints each finding with its file, statement and rule,
+    exits 5, and needs no database; --format json is one document with the same findings."""
+    trees = tree("lint_hazards")
+    result = run_cli("--migrations-dir", trees, "lint", "--plugin", "shop")
+
+    assert result.returncode == 5, result.stderr
+    lines = result.stdout.splitlines()
+    region = str(trees / "shop" / "versions" / "0002_add_required_region.py")
+    assert any(line.startswith(f"{region} statement 1: adding-required-field: ")
+               and line.endswith("[shop 5a0700000002]") for line in lines)
+    assert "    ALTER TABLE orders ADD COLUMN region TEXT NOT NULL;" in lines
+    assert lines[-1] == ("lint: 11 finding(s), 0 silenced by a reasoned opt-out; 8 revision(s) "
+                         "of 1 plugin(s) checked")
+    assert "migrator: error: lint: 11 finding(s)" in result.stderr
+
+    as_json = run_cli("--migrations-dir", trees, "lint", "--plugin", "shop", "--format", "json")
+    assert as_json.returncode == 5
+    document = json.loads(as_json.stdout)
+    assert len(document["findings"]) == 11
+    assert set(document["findings"][0]) == {"plugin", "revision", "file", "statement", "sql",
+                                            "rule", "source", "message", "help"}
+
+
+def test_opt_out_comments_are_read_with_their_reasons(tmp_path: Path) -> None:
+    """An opt-out names one or more rules and a reason after `--`, which may go on over the
+    comment lines below it; without `--` it has no reason."""
+    path = tmp_path / "0001_x.py"
+    path.write_text(
+        "def upgrade() -> None:\n"
+        "    # migrator-lint: ignore changing-column-type, adding-required-field -- the table\n"
+        "    #   is empty: it was created in the previous revision\n"
+        "    op.execute('...')\n"
+        "    # migrator-lint: ignore require-concurrent-index-creation\n")
+
+    first, second = lint.OptOut.read(path)
+
+    assert first == lint.OptOut(
+        rules=("changing-column-type", "adding-required-field"),
+        reason="the table is empty: it was created in the previous revision", line=2)
+    assert second == lint.OptOut(rules=("require-concurrent-index-creation",), reason=None,
+                                 line=5)
+
+
+def test_missing_squawk_is_a_configuration_error(tree: Any, monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    """Without squawk, lint exits 2 saying how to install it."""
+    monkeypatch.setattr(lint.sysconfig, "get_path", lambda _name: str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(lint.ConfigError, match=r"pip install 'migrator\[lint\]'"):
+        commands.lint(Settings(migrations_dir=tree("lint_safe")))

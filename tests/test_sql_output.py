@@ -1,0 +1,275 @@
+"""`upgrade --sql` and `downgrade --sql`: the SQL migrator runs, rendered offline.
+
+No database is configured (or the configured one is unreachable) for the rendering itself;
+the tests that apply the rendered script do so on a fresh database of the server under test.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from migrator import commands, discovery
+from migrator.config import DatabaseUrl, Settings
+from migrator.plan import oldest_first
+from migrator.sql_output import (
+    AUTOCOMMIT_BLOCK,
+    BACKFILL,
+    HISTORY,
+    STAMP,
+    TRANSACTIONAL,
+    ScriptHeader,
+    format_script,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_PLATFORM = REPO_ROOT / "plugin_migrations"
+
+
+
+def chain(plugin: str) -> tuple[str, ...]:
+    """The example platform's revisions of `plugin`, oldest first (the trees grow; the tests
+    follow them)."""
+    [found] = [p for p in discovery.discover(EXAMPLE_PLATFORM, entry_points=False)
+               if p.name == plugin]
+    return oldest_first(found, {r.revision for r in found.revisions})
+
+
+CORE, PANELS, RESULTS = chain("core"), chain("panels"), chain("analysis_results")
+TOTAL = len(CORE) + len(PANELS) + len(RESULTS)
+UNREACHABLE = "postgresql://postgres@127.0.0.1:1/postgres"
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Path:
+    """A copy of the example platform's trees (core, panels, analysis_results)."""
+    return Path(shutil.copytree(EXAMPLE_PLATFORM, tmp_path / "platform",
+                                ignore=shutil.ignore_patterns("__pycache__")))
+
+
+def offline(migrations_dir: Path) -> Settings:
+    return Settings(migrations_dir=migrations_dir)
+
+
+def sql_of(run_cli: Any, migrations_dir: Path, *args: str, **kwargs: Any) -> str:
+    result = run_cli("--migrations-dir", migrations_dir, *args, **kwargs)
+    assert result.returncode == 0, result.stderr
+    return str(result.stdout)
+
+
+def apply_script(url: str, script: str) -> None:
+    """Run a rendered script the way psql -f does: statement by statement, in one session
+    (a statement ends with a line ending in ';'; comment lines are skipped)."""
+    statement: list[str] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        for line in script.splitlines():
+            if not statement and (line.startswith("--") or not line.strip()):
+                continue
+            statement.append(line)
+            if line.endswith(";"):
+                conn.execute("\n".join(statement).encode())
+                statement = []
+    assert not statement, statement
+
+
+def versions(url: str, schema: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute(sql.SQL("SELECT version_num FROM {}").format(
+            sql.Identifier(schema, "alembic_version"))).fetchall()]
+
+
+def test_upgrade_sql_needs_no_database(run_cli: Any, platform: Path) -> None:
+    """`upgrade --sql` renders every plugin in dependency order with no database configured,
+    and with an unreachable one configured it still never connects."""
+    text = sql_of(run_cli, platform, "upgrade", "--sql")
+    unreachable = sql_of(run_cli, platform, "--database-url", UNREACHABLE, "--connect-timeout",
+                         "0", "upgrade", "--sql")
+
+    assert unreachable == text
+    plugins = re.findall(r"^-- Plugin (\w+) \(schema (\w+)\)", text, re.M)
+    assert plugins == [("core", "core"), ("analysis_results", "analysis_results"),
+                       ("panels", "panels")]
+    for schema in ("core", "panels", "analysis_results"):
+        assert f'CREATE SCHEMA IF NOT EXISTS "{schema}";' in text
+        assert f'SET search_path TO "{schema}", public;' in text
+        assert f'CREATE TABLE IF NOT EXISTS "{schema}"."alembic_version" (' in text
+    assert text.count("SET lock_timeout = '5000ms';") == 3
+    assert "CREATE SCHEMA IF NOT EXISTS migrator;" in text
+    # Each revision: a header naming it, its statements, its stamp and its history row.
+    assert "-- Revision 599d78f5272d: create accounts\n-- File: 0001_create_accounts.py\n" in text
+    assert ("INSERT INTO core.alembic_version (version_num) VALUES ('599d78f5272d')" in text)
+    assert ("UPDATE panels.alembic_version SET version_num='f6f7c7c2d5c1' WHERE "
+            "panels.alembic_version.version_num = '7c3aa4ddbdb2';") in text
+    assert text.count("INSERT INTO migrator.history") == TOTAL
+    assert "transaction: one transaction, with its version stamp and history row" in text
+    # panels' indexes are built concurrently, outside the revision's transaction.
+    indexes = text[text.index("-- Revision 7c3aa4ddbdb2"):text.index("-- Revision f6f7c7c2d5c1")]
+    assert "transaction: autocommit block (5 statements outside a transaction" in indexes
+    assert indexes.index("COMMIT;\nCREATE INDEX CONCURRENTLY IF NOT EXISTS ix_panels_experiment_id"
+                         ) < indexes.index("BEGIN;\nUPDATE panels.alembic_version")
+
+
+def test_upgrade_sql_is_byte_identical_across_runs_and_machines(
+    run_cli: Any, cli_env: dict[str, str], platform: Path, tmp_path: Path
+) -> None:
+    """Two runs, from different directories, host names and time zones, print the same bytes."""
+    elsewhere = Path(shutil.copytree(platform, tmp_path / "elsewhere" / "trees"))
+    first = sql_of(run_cli, platform, "upgrade", "--sql")
+    other_env = {**cli_env, "HOSTNAME": "another-machine", "TZ": "Pacific/Auckland"}
+    second = sql_of(run_cli, elsewhere, "upgrade", "--sql", env=other_env, cwd=elsewhere)
+
+    assert first == second
+    assert str(platform) not in first and "another-machine" not in second
+
+
+def test_output_dir_writes_one_file_per_plugin(run_cli: Any, platform: Path,
+                                               tmp_path: Path) -> None:
+    """`--output-dir DIR` writes `<plugin>.sql` per plugin, each the plugin's own --sql."""
+    out = tmp_path / "sql"
+    listing = sql_of(run_cli, platform, "upgrade", "--sql", "--output-dir", out)
+
+    assert sorted(p.name for p in out.iterdir()) == [
+        "analysis_results.sql", "core.sql", "panels.sql"]
+    assert listing.split() == [str(out / f"{n}.sql") for n in ("core", "analysis_results",
+                                                                 "panels")]
+    for name in ("core", "analysis_results", "panels"):
+        alone = sql_of(run_cli, platform, "upgrade", "--sql", "--plugin", name)
+        assert (out / f"{name}.sql").read_text() == alone
+
+
+def test_from_renders_only_the_revisions_after_it(run_cli: Any, platform: Path) -> None:
+    """`--plugin panels --from REV` renders REV's successors only, stamping up from REV; a
+    unique prefix works, and --from without exactly one --plugin is a usage error."""
+    text = sql_of(run_cli, platform, "upgrade", "--sql", "--plugin", "panels", "--from",
+                  PANELS[0][:6])
+
+    assert re.findall(r"^-- Revision (\w+)", text, re.M) == list(PANELS[1:])
+    assert f"-- Plugin panels (schema panels): a304542a37f6 -> {PANELS[-1]}" in text
+    assert "WHERE panels.alembic_version.version_num = 'a304542a37f6';" in text
+    assert "-- Plugin core" not in text
+
+    at_head = sql_of(run_cli, platform, "upgrade", "--sql", "--plugin", "panels", "--from",
+                     PANELS[-1])
+    assert "-- Nothing to do." in at_head and "BEGIN;" not in at_head
+
+    no_plugin = run_cli("--migrations-dir", platform, "upgrade", "--sql", "--from", PANELS[0])
+    assert no_plugin.returncode == 2
+    assert "--from and --to need exactly one --plugin" in no_plugin.stderr
+    unknown = run_cli("--migrations-dir", platform, "upgrade", "--sql", "--plugin", "panels",
+                      "--from", "nope1234")
+    assert unknown.returncode == 2 and "not in plugin 'panels'" in unknown.stderr
+    not_sql = run_cli("--migrations-dir", platform, "upgrade", "--from", PANELS[0])
+    assert not_sql.returncode == 2 and "go with --sql" in not_sql.stderr
+
+
+def test_rendered_script_does_what_upgrade_does(database_url: str, platform: Path) -> None:
+    """The --sql script, run in one session like `psql -f`, leaves the database where
+    `migrator upgrade` would: every plugin at head, a history row per revision, and
+    `status --check` satisfied."""
+    rendered = commands.upgrade_sql(offline(platform))
+    apply_script(database_url, format_script(rendered, ScriptHeader("test")))
+
+    settings = Settings(database_url=DatabaseUrl.parse(database_url, source="test"),
+                        migrations_dir=platform, connect_timeout=10)
+    assert not commands.status(settings).needs_attention
+    assert versions(database_url, "panels") == [PANELS[-1]]
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT plugin, revision, direction, applied_by, outcome "
+                            "FROM migrator.history ORDER BY id").fetchall()
+        indexes = {r[0] for r in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'panels'").fetchall()}
+    assert [(r[0], r[1]) for r in rows] == (
+        [("core", r) for r in CORE] + [("analysis_results", r) for r in RESULTS]
+        + [("panels", r) for r in PANELS])
+    assert {(r[2], r[4]) for r in rows} == {("up", "applied")}
+    assert rows[0][3].startswith("sql script (")
+    assert "uq_panels_experiment_id_name" in indexes
+
+
+def test_revisions_are_data_with_kinds_and_transaction_modes(platform: Path) -> None:
+    """The rendering is data: each revision's own statements, stamp and history row are told
+    apart, and the transaction mode says whether an autocommit block is used."""
+    rendered = {p.plugin.name: p for p in commands.upgrade_sql(offline(platform))}
+    panels = rendered["panels"]
+    first, indexes, notes = panels.revisions[:3]
+
+    assert (first.file, first.message, first.transaction) == (
+        "0001_create_panels.py", "create panels", TRANSACTIONAL)
+    assert indexes.transaction == AUTOCOMMIT_BLOCK
+    assert [s.sql.split(" ON ")[0] for s in indexes.own] == [
+        f"CREATE {'UNIQUE ' if 'uq_' in n else ''}INDEX CONCURRENTLY IF NOT EXISTS {n}"
+        for n in ("ix_panels_experiment_id", "ix_panels_created_at",
+                  "ix_panels_experiment_id_created_at", "uq_panels_experiment_id_name",
+                  "ix_panels_drugs")]
+    assert not any(s.in_transaction for s in indexes.own)
+    assert [s.sql for s in notes.own] == ["ALTER TABLE panels ADD COLUMN notes TEXT;"]
+    assert [s.kind for s in notes.statements if s.kind in (STAMP, HISTORY)] == [STAMP, HISTORY]
+    assert panels.start == () and panels.end == (PANELS[-1],)
+
+
+def test_backfill_renders_as_a_commented_batch_outside_the_transaction(
+    tree: Any, run_cli: Any
+) -> None:
+    """A backfill revision renders its batch statement between COMMIT and BEGIN (migrator
+    runs it outside the transaction), marked as a backfill with its specification."""
+    trees = tree("sql_backfill")
+    [catalog] = commands.upgrade_sql(offline(trees))
+    backfill = catalog.revisions[1]
+
+    [statement] = backfill.own
+    assert statement.kind == BACKFILL and not statement.in_transaction
+    assert statement.backfill is not None
+    assert (statement.backfill["table"], statement.backfill["set"],
+            statement.backfill["batch_size"]) == ("items", "name_upper = upper(name)", 500)
+    text = sql_of(run_cli, trees, "upgrade", "--sql")
+    assert ("COMMIT;\n-- migrator backfill 'items' on items: migrator runs this in batches of "
+            "500 rows") in text
+
+
+def test_downgrade_sql_reverts_from_the_head_offline(
+    database_url: str, platform: Path, run_cli: Any
+) -> None:
+    """`downgrade --sql --to base` renders the downgrades newest first from the head (or from
+    --from), with `down` history rows; applied after an upgrade, it empties the plugin."""
+    text = sql_of(run_cli, platform, "downgrade", "--plugin", "panels", "--to", "base", "--sql")
+    assert re.findall(r"^-- Revision (\w+)", text, re.M) == list(reversed(PANELS))
+    assert (f"-- Plugin panels (schema panels): {PANELS[-1]} -> base, {len(PANELS)} revisions "
+            "to revert") in text
+    assert text.count("'panels', 'panels', ") == len(PANELS) and "'down'" in text
+    assert "DELETE FROM panels.alembic_version WHERE panels.alembic_version.version_num = " \
+        "'a304542a37f6';" in text
+
+    partial = sql_of(run_cli, platform, "downgrade", "--plugin", "panels", "--to", "-1", "--sql",
+                     "--from", PANELS[1])
+    assert re.findall(r"^-- Revision (\w+)", partial, re.M) == [PANELS[1]]
+
+    commands.upgrade(Settings(database_url=DatabaseUrl.parse(database_url, source="test"),
+                              migrations_dir=platform, connect_timeout=10))
+    apply_script(database_url, text)
+    assert versions(database_url, "panels") == []
+    assert versions(database_url, "core") == [CORE[-1]]
+
+    ahead = run_cli("--migrations-dir", platform, "downgrade", "--plugin", "panels", "--to",
+                    PANELS[2], "--sql", "--from", PANELS[1])
+    assert ahead.returncode == 2 and "downgrade only goes back" in ahead.stderr
+
+
+def test_lock_timeout_flag_reaches_the_preamble(run_cli: Any, platform: Path) -> None:
+    """`--lock-timeout 2s` renders the lock_timeout the run would use."""
+    text = sql_of(run_cli, platform, "upgrade", "--sql", "--plugin", "core", "--lock-timeout",
+                  "2s")
+    assert "SET lock_timeout = '2000ms';" in text and "5000ms" not in text
+
+
+def test_sql_and_dry_run_exclude_each_other(run_cli: Any, platform: Path) -> None:
+    """--sql with --dry-run, or --format without --dry-run, is a usage error (exit 2)."""
+    both = run_cli("--migrations-dir", platform, "upgrade", "--sql", "--dry-run")
+    assert both.returncode == 2 and "exclude each other" in both.stderr
+    formatted = run_cli("--migrations-dir", platform, "upgrade", "--sql", "--format", "json")
+    assert formatted.returncode == 2 and "--format goes with --dry-run" in formatted.stderr
