@@ -1,10 +1,12 @@
 """Batched backfills: `migrator.backfill(...)`, called from a revision's `upgrade()`.
 
-A backfill walks a table in key order (keyset pagination, never OFFSET), one short statement
-per batch. Each batch's UPDATE and its checkpoint in `migrator.backfill_progress` are one
-statement, so they commit together: a killed run resumes after the last committed batch and
-every row is updated exactly once. The runner and this module meet through Alembic's migration
-context (`migrator.environment`); neither imports the other.
+A backfill walks a table in key order (keyset pagination, never OFFSET), one short transaction
+per batch on a connection of its own: lock the checkpoint row in `migrator.backfill_progress`,
+update the batch, move the checkpoint, commit. A killed, disconnected or stopped run resumes
+after the last committed batch and every row is updated exactly once. Transient errors are
+retried per batch (`migrator.retries`); the batch size adapts toward a target duration
+(`BatchSizer`). The runner and this module meet through Alembic's migration context
+(`migrator.environment`); neither imports the other. The statements: `migrator.backfill_sql`.
 """
 
 from __future__ import annotations
@@ -17,13 +19,20 @@ from typing import Any
 
 from migrator.config import parse_duration
 from migrator.environment import RevisionEnvironment, current_environment
-from migrator.errors import Interrupted, MigratorError
+from migrator.errors import ConfigError, Interrupted, MigratorError
 
 MIN_BATCH = 10
 MAX_BATCH = 100_000
+# With target_batch_time=None the batch size adapts toward this (measured in bench/RESULTS.md:
+# fast enough to beat 0.9x a single UPDATE, short enough that a concurrent write blocked by a
+# batch's row locks waits well under 100 ms). 0 keeps every batch at batch_size.
+DEFAULT_TARGET_BATCH_TIME = 0.05
 # How far one adjustment may move the batch size: gradual, like a controller, not a jump.
 MAX_GROWTH, MAX_SHRINK = 1.5, 0.5
 PROGRESS_TABLE = ("migrator", "backfill_progress")
+# Migration-context option: in offline (as_sql) rendering, a callable given each backfill's
+# `_Spec.describe()` just before it renders itself (`--dry-run` shows the specification).
+RENDER_HOOK = "migrator.backfill_rendered"
 
 
 class BackfillError(MigratorError):
@@ -57,6 +66,16 @@ class _Spec:
     target_batch_time: float | None
     statement_timeout: float
     max_retries: int
+
+    def describe(self) -> dict[str, Any]:
+        """The specification as plain values (a transform by its name)."""
+        transform = None if self.transform is None else getattr(
+            self.transform, "__qualname__", type(self.transform).__name__)
+        return {"name": self.name, "table": ".".join(self.table), "key": list(self.key),
+                "set": self.set, "transform": transform, "columns": list(self.columns),
+                "where": self.where, "params": dict(self.params), "batch_size": self.batch_size,
+                "pause": self.pause, "target_batch_time": self.target_batch_time,
+                "statement_timeout": self.statement_timeout, "max_retries": self.max_retries}
 
 
 def backfill(
@@ -93,9 +112,12 @@ def backfill(
         key: a unique, indexed column (or tuple of columns) walked in ascending order.
         params: values for ``:name`` parameters in ``set`` and ``where``.
         name: the backfill's name in ``migrator.backfill_progress`` (default: the table name).
-        batch_size: rows per batch (the starting size when ``target_batch_time`` is set).
+        batch_size: rows in the first batch; later batches adapt (``target_batch_time``).
         pause: seconds (or ``"250ms"``) to sleep between batches, to leave the server room.
-        target_batch_time: adapt the batch size so a batch takes about this long.
+        target_batch_time: adapt the batch size, gradually, so a batch takes about this long.
+            None (the default) aims at 50 ms: batches long enough to run at about the speed
+            of one big UPDATE, short enough that a concurrent write waiting on a batch's row
+            locks waits well under 100 ms. ``0`` keeps every batch at ``batch_size`` rows.
         statement_timeout: per batch; a batch that hits it is split in half and retried.
         max_retries: retries per batch of transient errors (serialization failure, deadlock,
             lock or statement timeout, server shutdown, lost connection — reconnecting).
@@ -112,7 +134,11 @@ def backfill(
 
     context = op.get_context()
     if getattr(context, "as_sql", False):
-        context.impl.static_output(render_sql(spec))
+        hook = getattr(context, "opts", {}).get(RENDER_HOOK)
+        if hook is not None:
+            hook(spec.describe())
+        with context.autocommit_block():  # as when it runs: outside the revision's transaction
+            context.impl.static_output(render_sql(spec))
         return None
     environment = current_environment(context)
     if environment is None:
@@ -147,14 +173,20 @@ def _validate(table: str, set_: str | None, transform: Any, columns: Sequence[st
     if max_retries < 0:
         raise BackfillError(f"backfill({table!r}): max_retries must not be negative")
     what = f"backfill({table!r})"
+    try:
+        seconds = {argument: parse_duration(value, what=f"{what} {argument}")
+                   for argument, value in (("pause", pause),
+                                           ("target_batch_time", target_batch_time),
+                                           ("statement_timeout", statement_timeout))
+                   if value is not None}
+    except ConfigError as exc:
+        raise BackfillError(str(exc)) from None
     return _Spec(
         table=parts, key=keys, set=set_, transform=transform, columns=tuple(columns),
         where=where, params=dict(params or {}), name=name or parts[-1], batch_size=batch_size,
-        pause=parse_duration(pause, what=f"{what} pause"),
-        target_batch_time=None if target_batch_time is None else parse_duration(
-            target_batch_time, what=f"{what} target_batch_time"),
-        statement_timeout=parse_duration(statement_timeout, what=f"{what} statement_timeout"),
-        max_retries=max_retries)
+        pause=seconds["pause"],
+        target_batch_time=seconds.get("target_batch_time", DEFAULT_TARGET_BATCH_TIME) or None,
+        statement_timeout=seconds["statement_timeout"], max_retries=max_retries)
 
 
 def _refuse_after_schema_changes(context: Any, spec: _Spec,
@@ -203,41 +235,92 @@ def _quote(identifier: str) -> str:
     return str(dialect.identifier_preparer.quote(identifier))
 
 
+class BatchSizer:
+    """The batch size, as a controller: a batch that hit the statement timeout halves it; with
+    a target duration, each batch moves it toward that duration by at most a factor 1.5 up or 2
+    down, from a smoothed per-row cost, within [minimum, maximum]."""
+
+    def __init__(self, size: int, target: float | None, *, minimum: int = MIN_BATCH,
+                 maximum: int = MAX_BATCH) -> None:
+        self.target, self.minimum, self.maximum = target, minimum, maximum
+        self.size = size
+        self.seconds_per_row: float | None = None
+
+    def observe(self, keys: int, seconds: float) -> int:
+        """A batch walked `keys` keys in `seconds`; returns the next batch's size."""
+        if self.target is None or keys <= 0 or seconds <= 0:
+            return self.size
+        per_row = seconds / keys
+        # Smoothed, so one slow batch (a checkpoint, a blocked row) does not swing the size.
+        self.seconds_per_row = per_row if self.seconds_per_row is None else (
+            0.7 * self.seconds_per_row + 0.3 * per_row)
+        wanted = self.target / self.seconds_per_row
+        if keys < self.size and wanted > self.size:
+            return self.size  # a short batch (the end of the walk) says nothing about growth
+        bounded = min(max(wanted, self.size * MAX_SHRINK), self.size * MAX_GROWTH)
+        self.size = int(min(max(bounded, self.minimum), self.maximum))
+        return self.size
+
+    def split(self) -> int:
+        """The batch hit the statement timeout: retry it with half as many rows."""
+        self.size = max(1, self.size // 2)
+        # The smoothed cost was too optimistic: start it again from what the retry measures.
+        self.seconds_per_row = None
+        return self.size
+
+
 class _Walk:
     """One backfill run: resume from the checkpoint, then batch until done."""
 
     def __init__(self, spec: _Spec, environment: RevisionEnvironment,
                  *, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.spec, self.env, self.sleep, self.clock = spec, environment, sleep, clock
+        self.spec, self.env, self._sleep, self.clock = spec, environment, sleep, clock
         self.revision = environment.current_revision() or "?"
         self.log = environment.log
         self.conn: Any = None
-        self.size = spec.batch_size
-        self.seconds_per_row: float | None = None
+        self.sizer = BatchSizer(spec.batch_size, spec.target_batch_time)
+        self.state: Any = None
+        self.rate: float | None = None  # rows per second, smoothed over batches
+        self.attempts = 0  # of the current batch
 
     def run(self) -> BackfillResult:
         from migrator import backfill_sql
 
         started = self.clock()
         self._connect()
-        self.statements = backfill_sql.Statements(self.spec, self.conn)
-        state = self._start()
-        while state.status != "done":
-            if self.env.should_stop():
-                raise Interrupted(
-                    f"plugin {self.env.plugin!r} revision {self.revision}: backfill "
-                    f"{self.spec.name!r} stopped after {state.rows_done} rows; progress is "
-                    "saved, rerun to resume")
-            state = self._batch_with_retries(state)
-            if self.spec.pause and state.status != "done":
-                self.sleep(self.spec.pause)
+        try:
+            self.statements = backfill_sql.Statements(self.spec, self.conn)
+            self.state = self._start_with_retries()
+            while self.state.status != "done":
+                self._check_stop()
+                self.state = self._batch_with_retries()
+                if self.spec.pause and self.state.status != "done":
+                    self.sleep(self.spec.pause)
+        finally:
+            self._close()
         seconds = self.clock() - started
         self.log.info("backfill.done", plugin=self.env.plugin, revision=self.revision,
-                      backfill=self.spec.name, rows=state.rows_done, batches=state.batches_done,
-                      seconds=round(seconds, 3))
-        self._close()
-        return BackfillResult(self.spec.name, state.rows_done, state.batches_done, seconds)
+                      backfill=self.spec.name, rows_done=self.state.rows_done,
+                      batches=self.state.batches_done, seconds=round(seconds, 3))
+        return BackfillResult(self.spec.name, self.state.rows_done, self.state.batches_done,
+                              seconds)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, in slices, ending early when a stop is requested."""
+        deadline = self.clock() + seconds
+        while not self.env.should_stop():
+            left = deadline - self.clock()
+            if left <= 0:
+                return
+            self._sleep(min(left, 0.1))
+
+    def _check_stop(self) -> None:
+        if self.env.should_stop():
+            raise Interrupted(
+                f"plugin {self.env.plugin!r} revision {self.revision}: backfill "
+                f"{self.spec.name!r} stopped after {self.state.rows_done if self.state else 0} "
+                f"rows; progress is saved, rerun to resume")
 
     # -- state ------------------------------------------------------------------------------
 
@@ -247,14 +330,17 @@ class _Walk:
         state = backfill_sql.start(self.conn, self.env.plugin, self.revision, self.spec)
         if state.status == "done":
             self.log.info("backfill.already_done", plugin=self.env.plugin,
-                          revision=self.revision, backfill=self.spec.name)
+                          revision=self.revision, backfill=self.spec.name,
+                          rows_done=state.rows_done)
         elif state.batches_done:
             self.log.info("backfill.resuming", plugin=self.env.plugin, revision=self.revision,
                           backfill=self.spec.name, rows_done=state.rows_done,
-                          last_key=state.last_key)
+                          batches_done=state.batches_done, last_key=state.last_key)
         return state
 
-    def _batch_with_retries(self, state: Any) -> Any:
+    def _start_with_retries(self) -> Any:
+        """Read or create the checkpoint; retried like a batch (a killed run's batch may still
+        hold the checkpoint row in its orphaned session until it notices)."""
         import psycopg
 
         from migrator import retries
@@ -264,51 +350,71 @@ class _Walk:
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._batch(state)
+                    return self._start()
         except psycopg.Error as exc:
             raise BackfillError(
                 f"plugin {self.env.plugin!r} revision {self.revision}: backfill "
-                f"{self.spec.name!r} failed on the batch after key {state.last_key} "
-                f"(up to {state.upper_key}, {self.size} rows): {_message(exc)}; progress is "
-                "saved, fix the cause and rerun to resume") from None
+                f"{self.spec.name!r} could not read its checkpoint in "
+                f"migrator.backfill_progress: {_message(exc)}; rerun to resume") from None
+        raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+    def _batch_with_retries(self) -> Any:
+        import psycopg
+
+        from migrator import retries
+
+        retrying = retries.batch_retrying(max_retries=self.spec.max_retries,
+                                          before_retry=self._before_retry, sleep=self.sleep)
+        try:
+            for attempt in retrying:
+                self.attempts = attempt.retry_state.attempt_number
+                with attempt:
+                    return self._batch(self.state)
+        except psycopg.Error as exc:
+            self._mark_failed()
+            raise BackfillError(
+                f"plugin {self.env.plugin!r} revision {self.revision}: backfill "
+                f"{self.spec.name!r} failed on the batch of up to {self.sizer.size} rows after "
+                f"key {_key_text(self.state.last_key)} (the walk ends at key "
+                f"{_key_text(self.state.upper_key)}) after {self.attempts} attempt(s): "
+                f"{_message(exc)}; progress is saved ({self.state.rows_done} rows "
+                "done), fix the cause and rerun to resume") from None
         raise AssertionError("unreachable: tenacity either returns or re-raises")
 
     def _batch(self, state: Any) -> Any:
+        size = self.sizer.size
         began = self.clock()
-        new_state = self.statements.run_batch(state, self.size)
+        new_state = self.statements.run_batch(state, size)
         elapsed = self.clock() - began
-        done_now = new_state.rows_done - state.rows_done
-        keys_now = new_state.keys_seen
-        rate = done_now / elapsed if elapsed > 0 else 0.0
+        self.state = new_state
+        if new_state.moved:
+            # A batch this run did not see commit: a killed run's orphaned backend, or a
+            # commit whose reply was lost with the connection.
+            self.log.info("backfill.checkpoint_moved", plugin=self.env.plugin,
+                          revision=self.revision, backfill=self.spec.name,
+                          rows_done=new_state.rows_done, last_key=new_state.last_key)
+        if new_state.moved and new_state.batch_keys == 0:
+            return new_state  # nothing ran now: the next batch starts where that one ended
+        rate = new_state.batch_rows / elapsed if elapsed > 0 else 0.0
+        self.rate = rate if self.rate is None else 0.7 * self.rate + 0.3 * rate
         self.log.info(
             "backfill.batch", plugin=self.env.plugin, revision=self.revision,
-            backfill=self.spec.name, batch=new_state.batches_done, rows=done_now,
-            keys=keys_now, batch_size=self.size, rows_done=new_state.rows_done,
-            last_key=new_state.last_key, ms=int(elapsed * 1000), rows_per_s=int(rate),
+            backfill=self.spec.name, batch=new_state.batches_done, rows=new_state.batch_rows,
+            keys=new_state.batch_keys, batch_size=size, rows_done=new_state.rows_done,
+            last_key=new_state.last_key, ms=round(elapsed * 1000, 1), rows_per_s=int(rate),
             estimated_total=new_state.estimated_total,
-            eta_s=_eta(new_state.rows_done, new_state.estimated_total, rate))
-        self._adapt(keys_now, elapsed)
+            eta_s=_eta(new_state.rows_done, new_state.estimated_total, self.rate))
+        self.sizer.observe(new_state.batch_keys, elapsed)
         return new_state
-
-    def _adapt(self, keys: int, elapsed: float) -> None:
-        target = self.spec.target_batch_time
-        if target is None or keys <= 0 or elapsed <= 0:
-            return
-        per_row = elapsed / keys
-        # Smooth the per-row cost so one slow batch does not swing the size.
-        self.seconds_per_row = per_row if self.seconds_per_row is None else (
-            0.7 * self.seconds_per_row + 0.3 * per_row)
-        wanted = target / self.seconds_per_row
-        bounded = min(max(wanted, self.size * MAX_SHRINK), self.size * MAX_GROWTH)
-        self.size = int(min(max(bounded, MIN_BATCH), MAX_BATCH))
 
     def _before_retry(self, attempt: int, exc: BaseException, delay: float) -> None:
         from migrator import retries
 
+        self._check_stop()
         code = retries.sqlstate(exc)
         action = "retry"
         if code == retries.QUERY_CANCELED:
-            self.size = max(1, self.size // 2)
+            self.sizer.split()
             action = "split"
         if retries.connection_lost(exc) or self.conn is None or self.conn.closed:
             action = "reconnect"
@@ -317,8 +423,20 @@ class _Walk:
             self.statements.conn = self.conn
         self.log.warning("backfill.retry", plugin=self.env.plugin, revision=self.revision,
                          backfill=self.spec.name, attempt=attempt, of=self.spec.max_retries,
-                         action=action, batch_size=self.size, retry_in_s=round(delay, 2),
-                         error=_message(exc))
+                         action=action, batch_size=self.sizer.size,
+                         last_key=self.state.last_key if self.state else None,
+                         retry_in_s=round(delay, 2), error=_message(exc), sqlstate=code)
+
+    def _mark_failed(self) -> None:
+        import psycopg
+
+        try:
+            if self.conn is None or self.conn.closed:
+                self._connect()
+                self.statements.conn = self.conn
+            self.statements.mark_failed(self.state)
+        except psycopg.Error:  # best effort: the checkpoint itself is intact either way
+            pass
 
     # -- connection -------------------------------------------------------------------------
 
@@ -333,6 +451,12 @@ class _Walk:
                 self.conn.close()
             finally:
                 self.conn = None
+
+
+def _key_text(key: Any) -> str:
+    if key is None:
+        return "(start)"
+    return "(" + ", ".join(str(k) for k in key) + ")"
 
 
 def _eta(done: int, total: int | None, rate: float) -> float | None:

@@ -32,8 +32,10 @@ class State:
     upper_key: list[str] | None
     rows_done: int
     batches_done: int
-    keys_seen: int = 0
+    batch_keys: int = 0  # keys the last batch walked over
+    batch_rows: int = 0  # rows the last batch updated
     estimated_total: int | None = None
+    moved: bool = False  # the checkpoint was ahead of what this run last saw
 
 
 def _key_array(columns: list[sql.Composable]) -> sql.Composed:
@@ -71,14 +73,31 @@ def start(conn: psycopg.Connection[Any], plugin: str, revision: str, spec: _Spec
             "WHERE plugin = %s AND revision = %s AND name = %s").format(_PROGRESS),
             (Jsonb(upper_key) if upper_key is not None else None, status, plugin, revision,
              spec.name))
-    total = conn.execute(
-        "SELECT reltuples::bigint FROM pg_catalog.pg_class WHERE oid = to_regclass(%s)",
-        (".".join(spec.table),)).fetchone()
-    estimated = int(total[0]) if total and total[0] is not None and total[0] >= 0 else None
     return State(plugin=plugin, revision=revision, name=spec.name, status=status,
                  last_key=last_key, upper_key=upper_key, rows_done=rows_done,
-                 batches_done=batches_done,
-                 estimated_total=estimated if spec.where is None else None)
+                 batches_done=batches_done, estimated_total=_estimate(conn, spec, rows_done))
+
+
+def _estimate(conn: psycopg.Connection[Any], spec: _Spec, rows_done: int) -> int | None:
+    """The planner's estimate of the rows to update, for the ETA: the rows matching `where`
+    (after a resume those are what is left, when the update makes rows stop matching it), or
+    the whole table. Works before the table was ever analyzed, unlike `reltuples`."""
+    statement = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {}").format(
+        sql.Identifier(*spec.table))
+    if spec.where:
+        statement = sql.SQL("{} WHERE {}").format(statement, _author_sql(spec.where))
+    try:
+        with conn.transaction():
+            row = conn.execute(statement, dict(spec.params)).fetchone()
+    except psycopg.Error:
+        return None  # only the ETA is lost; the batch itself will report the real error
+    if row is None:
+        return None
+    plan = row[0][0]["Plan"] if isinstance(row[0], list) else None
+    rows = int(plan["Plan Rows"]) if plan else None
+    if rows is None:
+        return None
+    return rows + rows_done if spec.where else rows
 
 
 class Statements:
@@ -91,11 +110,44 @@ class Statements:
         self.aliases = [sql.Identifier(f"__migrator_k{i}") for i in range(len(spec.key))]
         self.set_sql = _author_sql(spec.set) if spec.set else None
         self.where_sql = _author_sql(spec.where) if spec.where else None
+        self._sql_statements: dict[bool, sql.Composed] = {}  # by "is this the first batch"
 
     def run_batch(self, state: State, size: int) -> State:
-        if self.spec.transform is not None:
-            return self._transform_batch(state, size)
-        return self._sql_batch(state, size)
+        """One batch in one short transaction that first locks the checkpoint row, updates up
+        to `size` rows after it and moves it. The batch starts from what is committed, not
+        from what this process last saw: a batch of a killed run still running in its
+        orphaned backend, or one whose commit reply was lost with the connection, is never
+        applied twice. A returned state with `moved` and no `batch_keys` ran nothing: the
+        checkpoint had moved; it holds the checkpoint as it is now."""
+        if self.spec.transform is None:
+            return self._sql_batch(state, size)
+        with self.conn.transaction():
+            current = self._lock_checkpoint(state)
+            if current.status == "done":
+                return current
+            return self._transform_batch(current, size)
+
+    def mark_failed(self, state: State) -> None:
+        """Best effort: the batch failed past its retries; `status` shows it as failed."""
+        self.conn.execute(sql.SQL(
+            "UPDATE {} SET status = 'failed', updated_at = now() WHERE plugin = %s "
+            "AND revision = %s AND name = %s AND status = 'running'").format(_PROGRESS),
+            (state.plugin, state.revision, state.name))
+
+    def _lock_checkpoint(self, state: State, *, lock: bool = True) -> State:
+        row = self.conn.execute(sql.SQL(
+            "SELECT status, last_key, rows_done, batches_done FROM {} "
+            "WHERE plugin = %s AND revision = %s AND name = %s{}").format(
+                _PROGRESS, sql.SQL(" FOR UPDATE" if lock else "")),
+            (state.plugin, state.revision, state.name)).fetchone()
+        if row is None:
+            raise psycopg.errors.NoDataFound(
+                f"the checkpoint row of backfill {state.name!r} disappeared")
+        status, last_key, rows_done, batches_done = row
+        moved = (last_key, batches_done) != (state.last_key, state.batches_done)
+        return replace(state, status="running" if status == "failed" else status,
+                       last_key=last_key, rows_done=rows_done, batches_done=batches_done,
+                       batch_keys=0, batch_rows=0, moved=moved)
 
     # -- pieces ---------------------------------------------------------------------------
 
@@ -106,17 +158,21 @@ class Statements:
         for i, value in enumerate(state.last_key or []):
             params[f"__migrator_last{i}"] = value
         params.update(__migrator_size=size, __migrator_plugin=state.plugin,
-                      __migrator_revision=state.revision, __migrator_name=state.name)
+                      __migrator_revision=state.revision, __migrator_name=state.name,
+                      __migrator_batches=state.batches_done)
         return params
 
     def _row(self, prefix: str) -> sql.Composed:
         return sql.SQL("({})").format(sql.SQL(", ").join(
             sql.Placeholder(f"__migrator_{prefix}{i}") for i in range(len(self.keys))))
 
-    def _selection(self, state: State, extra_columns: list[sql.Composable]) -> sql.Composed:
+    def _selection(self, state: State, extra_columns: list[sql.Composable], *,
+                   guard: sql.Composable | None = None) -> sql.Composed:
         """The next batch's keys (aliased, so `set` cannot confuse them with the table's)."""
         key_row = sql.SQL("({})").format(sql.SQL(", ").join(self.keys))
         conditions = [sql.SQL("{} <= {}").format(key_row, self._row("upper"))]
+        if guard is not None:
+            conditions.insert(0, sql.SQL("EXISTS (SELECT FROM {})").format(guard))
         if state.last_key is not None:
             conditions.insert(0, sql.SQL("{} > {}").format(key_row, self._row("last")))
         if self.where_sql is not None:
@@ -128,86 +184,117 @@ class Statements:
             sql.SQL(" AND ").join(conditions), sql.SQL(", ").join(self.keys),
             sql.Placeholder("__migrator_size"))
 
-    def _match(self, alias: sql.Composable) -> sql.Composed:
-        return sql.SQL("({}) = ({})").format(
-            sql.SQL(", ").join(sql.SQL("{}.{}").format(self.table, k) for k in self.keys),
-            sql.SQL(", ").join(sql.SQL("{}.{}").format(alias, a) for a in self.aliases))
-
-    def _last_of(self, source: sql.Composable) -> sql.Composed:
-        return sql.SQL("(SELECT {} FROM {} ORDER BY {} LIMIT 1)").format(
-            _key_array(list(self.aliases)), source,
-            sql.SQL(", ").join(sql.SQL("{} DESC").format(a) for a in self.aliases))
-
     def _progress_update(self, counts: sql.Composable) -> sql.Composed:
         """Checkpoint from a row source with columns rows, keys, last."""
         return sql.SQL(
             "UPDATE {progress} AS p SET rows_done = p.rows_done + s.rows, "
             "batches_done = p.batches_done + 1, "
             "last_key = coalesce(to_jsonb(s.last), p.last_key), "
-            "status = CASE WHEN s.keys < {size} THEN 'done' ELSE 'running' END, "
+            # Done: a short batch, or one that ended exactly at the walk's bound.
+            "status = CASE WHEN s.keys < {size} OR to_jsonb(s.last) = p.upper_key "
+            "THEN 'done' ELSE 'running' END, "
             "updated_at = now() FROM {counts} AS s "
             "WHERE p.plugin = {plugin} AND p.revision = {revision} AND p.name = {name} "
-            "RETURNING p.status, p.last_key, p.rows_done, p.batches_done, s.keys").format(
+            # Only from the checkpoint this batch started at (see _sql_statement).
+            "AND p.batches_done = {batches} "
+            "RETURNING p.status, p.last_key, p.rows_done, p.batches_done, s.keys, s.rows").format(
                 progress=_PROGRESS, size=sql.Placeholder("__migrator_size"), counts=counts,
                 plugin=sql.Placeholder("__migrator_plugin"),
                 revision=sql.Placeholder("__migrator_revision"),
-                name=sql.Placeholder("__migrator_name"))
+                name=sql.Placeholder("__migrator_name"),
+                batches=sql.Placeholder("__migrator_batches"))
 
     def _apply_result(self, state: State, row: Any) -> State:
-        status, last_key, rows_done, batches_done, keys = row
+        status, last_key, rows_done, batches_done, keys, rows = row
         return replace(state, status=status, last_key=last_key, rows_done=rows_done,
-                       batches_done=batches_done, keys_seen=keys)
+                       batches_done=batches_done, batch_keys=keys, batch_rows=rows)
 
     def _sql_batch(self, state: State, size: int) -> State:
-        """One statement: select keys, update them, checkpoint — atomic in autocommit."""
+        first = state.last_key is None
+        if first not in self._sql_statements:
+            self._sql_statements[first] = self._sql_statement(state)
+        row = self.conn.execute(self._sql_statements[first], self._params(state, size)).fetchone()
+        if row is None:  # the checkpoint had moved: nothing ran; where is it now?
+            return replace(self._lock_checkpoint(state, lock=False), moved=True)
+        return self._apply_result(state, row)
+
+    def _sql_statement(self, state: State) -> sql.Composed:
+        """One autocommit statement, one round trip: lock the checkpoint row if it is still
+        where this batch starts (`guard`), find the batch's last key, update the key range up
+        to it, move the checkpoint. Nothing touches a row of the table before `guard` holds
+        the checkpoint's lock (the batch's keys need its answer first); when a concurrent
+        batch moved the checkpoint meanwhile, `guard` re-reads it after that batch's commit,
+        finds it moved and yields nothing, so this statement updates nothing and returns no
+        row. The UPDATE is a plain index range scan (no join back to the batch's keys), the
+        fastest way PostgreSQL updates a slice of a table."""
         assert self.set_sql is not None
-        batch = sql.Identifier("__migrator_batch")
-        update_where = [self._match(batch)]
+        batch, last = sql.Identifier("__migrator_batch"), sql.Identifier("__migrator_last")
+        guard = sql.Identifier("__migrator_guard")
+        key_row = sql.SQL("({})").format(sql.SQL(", ").join(self.keys))
+        update_where = [sql.SQL("{} <= (SELECT {} FROM {})").format(
+            key_row, sql.SQL(", ").join(self.aliases), last)]
+        if state.last_key is not None:
+            update_where.insert(0, sql.SQL("{} > {}").format(key_row, self._row("last")))
         if self.where_sql is not None:
             update_where.append(sql.SQL("({})").format(self.where_sql))
         statement = sql.SQL(
-            "WITH {batch} AS ({selection}), "
-            "updated AS (UPDATE {table} SET {assignments} FROM {batch} WHERE {match} "
-            "RETURNING 1), "
+            "WITH {guard} AS (SELECT 1 FROM {progress_table} WHERE plugin = {plugin} "
+            "AND revision = {revision} AND name = {name} AND batches_done = {batches} "
+            "FOR UPDATE), "
+            "{batch} AS ({selection}), "
+            "{last} AS (SELECT {aliases} FROM {batch} ORDER BY {descending} LIMIT 1), "
+            "updated AS (UPDATE {table} SET {assignments} WHERE {update_where} RETURNING 1), "
             "counts AS (SELECT (SELECT count(*) FROM updated) AS rows, "
-            "(SELECT count(*) FROM {batch}) AS keys, {last} AS last) "
+            "(SELECT count(*) FROM {batch}) AS keys, (SELECT {last_text} FROM {last}) AS last) "
             "{progress}").format(
-                batch=batch, selection=self._selection(state, []), table=self.table,
-                assignments=self.set_sql, match=sql.SQL(" AND ").join(update_where),
-                last=self._last_of(batch), progress=self._progress_update(sql.SQL("counts")))
-        row = self.conn.execute(statement, self._params(state, size)).fetchone()
-        return self._apply_result(state, row)
+                guard=guard, progress_table=_PROGRESS,
+                plugin=sql.Placeholder("__migrator_plugin"),
+                revision=sql.Placeholder("__migrator_revision"),
+                name=sql.Placeholder("__migrator_name"),
+                batches=sql.Placeholder("__migrator_batches"),
+                batch=batch, selection=self._selection(state, [], guard=guard), last=last,
+                aliases=sql.SQL(", ").join(self.aliases),
+                descending=sql.SQL(", ").join(sql.SQL("{} DESC").format(a) for a in self.aliases),
+                table=self.table, assignments=self.set_sql,
+                update_where=sql.SQL(" AND ").join(update_where),
+                last_text=_key_array(list(self.aliases)),
+                progress=self._progress_update(sql.SQL("counts")))
+        return statement
 
     def _transform_batch(self, state: State, size: int) -> State:
-        """Rows to Python and back, with the checkpoint, in one short transaction."""
+        """Rows to Python and back, with the checkpoint (in the caller's transaction)."""
         transform = self.spec.transform
         assert transform is not None
         columns = [sql.Identifier(c) for c in self.spec.columns]
         params = self._params(state, size)
-        with self.conn.transaction():
-            selection = sql.SQL("{} FOR UPDATE").format(
-                self._selection(state, [*self.keys, *columns] if columns else list(self.keys)))
-            cursor = self.conn.cursor()
-            rows = cursor.execute(selection, params).fetchall()
-            names = [d.name for d in cursor.description or []]
-            records = [dict(zip(names, row, strict=True)) for row in rows]
-            key_values = [[r[f"__migrator_k{i}"] for i in range(len(self.keys))] for r in records]
-            visible = [{k: v for k, v in r.items() if not k.startswith("__migrator_")}
-                       for r in records]
-            changes = list(transform(visible))
-            if len(changes) != len(records):
-                from migrator.backfill import BackfillError
+        selection = sql.SQL("{} FOR UPDATE").format(
+            self._selection(state, [*self.keys, *columns] if columns else list(self.keys)))
+        cursor = self.conn.cursor()
+        rows = cursor.execute(selection, params).fetchall()
+        names = [d.name for d in cursor.description or []]
+        records = [dict(zip(names, row, strict=True)) for row in rows]
+        key_values = [[r[f"__migrator_k{i}"] for i in range(len(self.keys))] for r in records]
+        visible = [{k: v for k, v in r.items() if not k.startswith("__migrator_")}
+                   for r in records]
+        changes = list(transform(visible))
+        if len(changes) != len(records):
+            from migrator.backfill import BackfillError
 
-                raise BackfillError(
-                    f"backfill {self.spec.name!r}: transform returned {len(changes)} results "
-                    f"for {len(records)} rows; return one dict (or None) per row, in order")
-            updated = self._write_changes(key_values, changes)
-            last = [str(v) for v in key_values[-1]] if key_values else None
-            row = self.conn.execute(self._progress_update(sql.SQL(
-                "(SELECT %(__migrator_rows)s::bigint AS rows, %(__migrator_keys)s::bigint AS keys, "
-                "%(__migrator_lastkey)s::text[] AS last)")),
-                {**params, "__migrator_rows": updated, "__migrator_keys": len(records),
-                 "__migrator_lastkey": last}).fetchone()
+            raise BackfillError(
+                f"backfill {self.spec.name!r}: transform returned {len(changes)} results "
+                f"for {len(records)} rows; return one dict (or None) per row, in order")
+        updated = self._write_changes(key_values, changes)
+        # The last key as PostgreSQL spells it (`key::text`, like the SQL form's checkpoint),
+        # from the value bound with its own type: str() of a Python value may differ.
+        last: sql.Composable = sql.SQL("NULL::text[]")
+        if key_values:
+            last = _key_array([sql.Placeholder(f"__migrator_lastkey{i}")
+                               for i in range(len(self.keys))])
+            params.update({f"__migrator_lastkey{i}": v for i, v in enumerate(key_values[-1])})
+        row = self.conn.execute(self._progress_update(sql.SQL(
+            "(SELECT %(__migrator_rows)s::bigint AS rows, %(__migrator_keys)s::bigint AS keys, "
+            "{} AS last)").format(last)),
+            {**params, "__migrator_rows": updated, "__migrator_keys": len(records)}).fetchone()
         return self._apply_result(state, row)
 
     def _write_changes(self, key_values: list[list[Any]], changes: list[Any]) -> int:

@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -184,6 +185,93 @@ def status_command(ctx: typer.Context, plugin: Plugins = None,
         commands.check_status(report)
 
 
+@app.command("check")
+@_handled
+def check_command(ctx: typer.Context, output: OutputFormat = Format.table) -> None:
+    """Find edited applied revisions, unknown revisions, orphaned plugins, model drift and
+    INVALID indexes; exit 5 on any finding. Reads only.
+
+    Example: migrator check --format json
+    """
+    settings = _settings(ctx)
+    report = commands.check(settings)
+    if output is Format.json:
+        _emit_json(report.as_dict())
+    elif report.findings:
+        _table(["plugin", "finding", "revision or object", "what", "what to do"],
+               [[f.plugin, f.kind, f.revision or f.object, f.message, f.action]
+                for f in report.findings])
+    else:
+        typer.echo(f"check: no findings ({len(report.plugins_checked)} plugin(s) checked)")
+    commands.check_findings(report)
+
+
+class PlanFormat(StrEnum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+Sql = Annotated[bool, typer.Option(
+    "--sql", help="Print the SQL offline (no database): from base, or --from, to the target")]
+DryRun = Annotated[bool, typer.Option(
+    "--dry-run", help="Show the plan and the SQL of exactly what is pending, with each "
+    "statement's locks; reads the database in a READ ONLY transaction, changes nothing")]
+FromRevision = Annotated[str | None, typer.Option(
+    "--from", help="With --sql: start from this revision (needs exactly one --plugin)",
+    show_default=False)]
+OutputDir = Annotated[Path | None, typer.Option(
+    "--output-dir", help="With --sql: write one <plugin>.sql per plugin into this directory",
+    show_default=False)]
+PlanFormatOption = Annotated[PlanFormat | None, typer.Option(
+    "--format", help="With --dry-run: text (SQL with lock comments), json or markdown",
+    show_default=False)]
+
+
+def _review_flags(sql: bool, dry_run: bool, start: str | None, output_dir: Path | None,
+                  output: PlanFormat | None) -> None:
+    from migrator.errors import UsageError
+
+    if sql and dry_run:
+        raise UsageError("--sql and --dry-run exclude each other: --sql renders offline, "
+                         "--dry-run reads what is pending from the database")
+    if not sql and (start is not None or output_dir is not None):
+        raise UsageError("--from and --output-dir go with --sql")
+    if output is not None and not dry_run:
+        raise UsageError("--format goes with --dry-run (--sql always prints SQL)")
+
+
+def _emit_sql(rendered: list[Any], command: str, output_dir: Path | None) -> None:
+    from migrator.sql_output import ScriptHeader, format_script
+
+    header = ScriptHeader(command=command)
+    if output_dir is None:
+        typer.echo(format_script(rendered, header), nl=False)
+        return
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for item in rendered:
+            path = output_dir / f"{item.plugin.name}.sql"
+            path.write_text(format_script([item], header), encoding="utf-8")
+            typer.echo(str(path))
+    except OSError as exc:
+        from migrator.errors import UsageError
+
+        raise UsageError(f"--output-dir {output_dir}: cannot write ({exc.strerror}); pick a "
+                         "writable directory") from None
+
+
+def _emit_review(review: Any, output: PlanFormat | None) -> None:
+    from migrator.review import format_markdown, format_text
+
+    if output is PlanFormat.json:
+        _emit_json(review.as_dict())
+    elif output is PlanFormat.markdown:
+        typer.echo(format_markdown(review), nl=False)
+    else:
+        typer.echo(format_text(review), nl=False)
+
+
 @app.command("upgrade")
 @_handled
 def upgrade_command(
@@ -191,16 +279,27 @@ def upgrade_command(
     to: Annotated[str | None, typer.Option(
         "--to", help="Stop at this revision (needs exactly one --plugin)",
         show_default=False)] = None,
+    sql: Sql = False, dry_run: DryRun = False, start: FromRevision = None,
+    output_dir: OutputDir = None, output: PlanFormatOption = None,
     lock_wait: LockWait = None, lock_timeout: LockTimeout = None, retries: Retries = None,
     isolate_roles: IsolateRoles = None, jobs: Jobs = None,
 ) -> None:
     """Apply pending revisions in dependency order (a named plugin's dependencies first).
 
-    Example: migrator upgrade --plugin panels
+    Review first: --sql prints the SQL offline, --dry-run the plan and SQL of what is pending.
+
+    Example: migrator upgrade --plugin panels --dry-run --format markdown
     """
+    _review_flags(sql, dry_run, start, output_dir, output)
     settings = _settings(ctx, **_run_options(lock_wait, lock_timeout, retries, isolate_roles,
                                              jobs))
-    commands.upgrade(settings, plugin or [], to=to)
+    if sql:
+        _emit_sql(commands.upgrade_sql(settings, plugin or [], start=start, to=to),
+                  "migrator upgrade --sql", output_dir)
+    elif dry_run:
+        _emit_review(commands.upgrade_dry_run(settings, plugin or [], to=to), output)
+    else:
+        commands.upgrade(settings, plugin or [], to=to)
 
 
 @app.command("downgrade")
@@ -209,16 +308,60 @@ def downgrade_command(
     ctx: typer.Context,
     plugin: Annotated[str, typer.Option("--plugin", "-p", help="The plugin to revert")],
     to: Annotated[str, typer.Option("--to", help="A revision, -N (N steps back) or base")],
+    sql: Sql = False, dry_run: DryRun = False,
+    start: Annotated[str | None, typer.Option(
+        "--from", help="With --sql: start from this revision instead of the head",
+        show_default=False)] = None,
+    output_dir: OutputDir = None, output: PlanFormatOption = None,
     lock_wait: LockWait = None, lock_timeout: LockTimeout = None, retries: Retries = None,
     isolate_roles: IsolateRoles = None, jobs: Jobs = None,
 ) -> None:
     """Revert one plugin to an earlier revision, N steps back, or to base.
 
+    --sql prints the SQL offline (from the head, or --from); --dry-run shows what it would revert.
+
     Example: migrator downgrade --plugin panels --to -1
     """
+    _review_flags(sql, dry_run, start, output_dir, output)
     settings = _settings(ctx, **_run_options(lock_wait, lock_timeout, retries, isolate_roles,
                                              jobs))
-    commands.downgrade(settings, plugin, to)
+    if sql:
+        _emit_sql([commands.downgrade_sql(settings, plugin, to, start=start)],
+                  "migrator downgrade --sql", output_dir)
+    elif dry_run:
+        _emit_review(commands.downgrade_dry_run(settings, plugin, to), output)
+    else:
+        commands.downgrade(settings, plugin, to)
+
+
+@app.command("lint")
+@_handled
+def lint_command(ctx: typer.Context, plugin: Plugins = None,
+                 output: OutputFormat = Format.table) -> None:
+    """Flag lock-unsafe DDL (squawk) and changes outside a plugin's own schema in every
+    revision's SQL; exit 5 on findings. Needs no database.
+
+    Example: migrator lint --plugin panels
+    """
+    settings = _settings(ctx)
+    report = commands.lint(settings, plugin or [])
+    if output is Format.json:
+        _emit_json(report.as_dict())
+    else:
+        for finding in report.findings:
+            where = finding.file + (f" statement {finding.statement}"
+                                    if finding.statement else "")
+            typer.echo(f"{where}: {finding.rule}: {finding.message} "
+                       f"[{finding.plugin} {finding.revision}]")
+            if finding.sql:
+                first = " ".join(finding.sql.split())
+                typer.echo(f"    {first[:117] + '...' if len(first) > 120 else first}")
+            if finding.help:
+                typer.echo(f"    help: {finding.help}")
+        typer.echo(f"lint: {len(report.findings)} finding(s), {len(report.silenced)} silenced "
+                   f"by a reasoned opt-out; {report.revisions} revision(s) of "
+                   f"{len(report.plugins)} plugin(s) checked")
+    commands.lint_findings(report)
 
 
 @app.command("stamp")
@@ -318,6 +461,67 @@ def wait_command(
 
     settings = _settings(ctx)
     commands.wait(settings, timeout=parse_duration(timeout, what="--timeout"))
+
+
+@app.command("new-plugin")
+@_handled
+def new_plugin_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Plugin name: ^[a-z][a-z0-9_]{0,47}$")],
+    schema: Annotated[str | None, typer.Option(
+        "--schema", help="Its schema (default: the plugin name)", show_default=False)] = None,
+    depends_on: Annotated[list[str] | None, typer.Option(
+        "--depends-on", help="A plugin migrated before it (repeatable)",
+        show_default=False)] = None,
+    description: Annotated[str, typer.Option("--description", help="One line")] = "",
+) -> None:
+    """Create <migrations-dir>/NAME/versions/ and a commented plugin.toml (no database).
+
+    Example: migrator new-plugin reports --depends-on core
+    """
+    settings = _settings(ctx)
+    path = commands.new_plugin(settings, name, schema=schema, depends_on=depends_on or [],
+                               description=description)
+    typer.echo(f"created {_shown(path)}/plugin.toml and {_shown(path)}/versions/; next: "
+               f"migrator revision --plugin {name} -m \"create {name} tables\"")
+
+
+@app.command("revision")
+@_handled
+def revision_command(
+    ctx: typer.Context,
+    plugin: Annotated[str, typer.Option("--plugin", "-p", help="The plugin")],
+    message: Annotated[str, typer.Option("--message", "-m", help="What the revision does")],
+    autogenerate: Annotated[bool, typer.Option(
+        "--autogenerate", help="Compare the plugin's models with its schema in the database "
+        "(at head) and write the difference")] = False,
+    rev_id: Annotated[str | None, typer.Option(
+        "--rev-id", help="Use this revision id instead of a generated one",
+        show_default=False)] = None,
+) -> None:
+    """Write a new revision file in the plugin's tree (a merge revision when it has two heads).
+
+    Example: migrator --embedded revision --plugin panels -m "add panel score" --autogenerate
+    """
+    settings = _settings(ctx)
+    new = commands.revision(settings, plugin, message, autogenerate=autogenerate, rev_id=rev_id)
+    revises = ", ".join(new.down_revisions) or "base"
+    typer.echo(f"created {_shown(new.path)} (revision {new.revision}, revises {revises})")
+    if autogenerate:
+        for change in new.changes:
+            typer.echo(f"  detected {change}")
+        if not new.changes:
+            typer.echo("  no changes detected: upgrade() and downgrade() are empty")
+
+
+def _shown(path: Any) -> str:
+    """`path` relative to the working directory when it is below it."""
+    from pathlib import Path
+
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":  # pragma: no cover

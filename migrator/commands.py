@@ -9,11 +9,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from migrator import db, discovery, records
+from migrator import checks, db, discovery, records
 from migrator.config import Settings
 from migrator.discovery import Plugin
 from migrator.errors import (
@@ -27,6 +27,9 @@ from migrator.errors import (
 )
 from migrator.logs import get_logger, redact
 from migrator.plan import ORPHANED, PENDING, UNKNOWN_REVISION, Plan, PluginPlan, resolve_revision
+
+if TYPE_CHECKING:
+    from migrator.scaffold import NewRevision
 
 TERMINATION_LOG = Path("/dev/termination-log")
 TERMINATION_LOG_LIMIT = 4096  # bytes Kubernetes keeps of a termination message
@@ -170,6 +173,25 @@ def check_status(report: Status) -> None:
                                + "; run: migrator upgrade")
 
 
+# -- check ----------------------------------------------------------------------------------
+
+
+def check(settings: Settings) -> checks.Report:
+    """Edited applied revisions, unknown revisions, orphaned plugins, model drift and INVALID
+    indexes, read in a READ ONLY session (nothing is created, not even the migrator schema)."""
+    found = plugins(settings)
+    with connection(settings) as conn:
+        conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        return checks.run(conn, db.resolve_url(settings), found, _orphans(conn, found),
+                          connect_timeout=settings.connect_timeout)
+
+
+def check_findings(report: checks.Report) -> None:
+    """`check`: exit 5 when anything was found."""
+    if report.findings:
+        raise FindingsReported(report.summary())
+
+
 # -- runs -----------------------------------------------------------------------------------
 
 
@@ -199,14 +221,31 @@ def upgrade(settings: Settings, names: Sequence[str] = (), *, to: str | None = N
     with _reported("upgrade") as summary:
         found = plugins(settings)
         selected = select(found, names, with_dependencies=True)
-        targets = {names[0]: resolve_revision(plugin_named(found, names[0]), to)} if to else {}
+        targets = ({names[0]: resolve_revision(plugin_named(found, names[0]), to)}
+                   if to is not None else {})  # `--to ''` names no revision: refused
         with connection(settings) as conn:
             plan = read_plan(conn, selected, targets)
             plan.require_known_revisions()
             summary.plugins = [_unchanged(p) for p in plan.plugins]
             if plan.pending:
                 _apply(settings, conn, found, plan, summary)
+            if settings.isolate_roles:
+                _isolate(settings, conn, found, plan)
     return summary
+
+
+def _isolate(settings: Settings, conn: psycopg.Connection[Any], found: list[Plugin],
+             plan: Plan) -> None:
+    """--isolate-roles also for plugins with nothing pending (the option turned on for an
+    existing database); one catalog query when every schema is already its role's."""
+    from migrator import roles
+
+    stale = set(roles.needing_setup(conn, [p.plugin.schema for p in plan.plugins if p.current]))
+    if stale:
+        with _runner(settings, conn, found, []) as runner:
+            for item in plan.plugins:
+                if item.plugin.schema in stale:
+                    runner.isolate(item.plugin)
 
 
 @contextmanager
@@ -363,6 +402,92 @@ def finish(summary: RunSummary) -> None:
         get_logger().warning("termination_log.unwritable", path=str(path), error=exc.strerror)
 
 
+# -- review: offline SQL, dry runs, lint ------------------------------------------------------
+
+
+def upgrade_sql(settings: Settings, names: Sequence[str] = (), *, start: str | None = None,
+                to: str | None = None) -> list[Any]:
+    """`upgrade --sql`: each named plugin's SQL (every plugin's when none is named) from base,
+    or `start`, to its head, or `to`, in dependency order, rendered offline: no database.
+    Returns `sql_output.RenderedPlugin`s."""
+    from migrator.sql_output import render_upgrade
+
+    if (start is not None or to is not None) and len(names) != 1:
+        raise UsageError("--from and --to need exactly one --plugin (a revision belongs to one "
+                         "plugin's tree)")
+    found = plugins(settings)
+    selected = select(found, names, with_dependencies=False)
+    current: dict[str, tuple[str, ...]] = {}
+    if start is not None and start != "base":
+        current[selected[0].schema] = (resolve_revision(selected[0], start),)
+    targets = {selected[0].name: resolve_revision(selected[0], to)} if to is not None else {}
+    plan = Plan.build(selected, current, targets=targets)
+    return [render_upgrade(item, lock_timeout=settings.lock_timeout) for item in plan.plugins]
+
+
+def downgrade_sql(settings: Settings, name: str, to: str, *, start: str | None = None) -> Any:
+    """`downgrade --sql`: the SQL that reverts `name` from its head (or `start`) to `to`,
+    rendered offline. Returns a `sql_output.RenderedPlugin`."""
+    from migrator.sql_output import render_downgrade
+
+    plugin = plugin_named(plugins(settings), name)
+    destination = _downgrade_destination(plugin, to)
+    begin = plugin.head if start is None else resolve_revision(plugin, start)
+    item = PluginPlan.build(plugin, (begin,) if begin else ())
+    _check_downgrade_reachable(item, destination)
+    return render_downgrade(plugin, start=item.current, destination=destination,
+                            lock_timeout=settings.lock_timeout)
+
+
+def upgrade_dry_run(settings: Settings, names: Sequence[str] = (), *,
+                    to: str | None = None) -> Any:
+    """`upgrade --dry-run`: what `upgrade` would run now, read in a READ ONLY transaction;
+    creates and changes nothing. Returns a `review.Review`."""
+    from migrator import review
+
+    if to is not None and len(names) != 1:
+        raise UsageError(
+            "--to needs exactly one --plugin (a revision belongs to one plugin's tree)")
+    found = plugins(settings)
+    selected = select(found, names, with_dependencies=True)
+    targets = ({names[0]: resolve_revision(plugin_named(found, names[0]), to)}
+               if to is not None else {})
+    with review.read_only(settings) as conn:
+        plan = read_plan(conn, selected, targets)
+        plan.require_known_revisions()
+        return review.review_upgrade(conn, plan, lock_timeout=settings.lock_timeout)
+
+
+def downgrade_dry_run(settings: Settings, name: str, to: str) -> Any:
+    """`downgrade --dry-run`: what `downgrade` would revert now, read-only."""
+    from migrator import review
+
+    plugin = plugin_named(plugins(settings), name)
+    destination = _downgrade_destination(plugin, to)
+    with review.read_only(settings) as conn:
+        plan = read_plan(conn, [plugin])
+        plan.require_known_revisions()
+        _check_downgrade_reachable(plan.plugins[0], destination)
+        return review.review_downgrade(conn, plan.plugins[0], destination,
+                                       lock_timeout=settings.lock_timeout)
+
+
+def lint(settings: Settings, names: Sequence[str] = ()) -> Any:
+    """`lint`: squawk and migrator's isolation rules over every revision's rendered SQL; no
+    database. Returns a `lint.Report`."""
+    from migrator import lint as linting
+
+    found = plugins(settings)
+    return linting.run(select(found, names, with_dependencies=False), found,
+                       lock_timeout=settings.lock_timeout)
+
+
+def lint_findings(report: Any) -> None:
+    """`lint`: exit 5 when anything was found."""
+    if report.findings:
+        raise FindingsReported(report.summary())
+
+
 # -- reading ----------------------------------------------------------------------------------
 
 
@@ -413,3 +538,29 @@ def wait(settings: Settings, *, timeout: float, interval: float = 2.0,
 def require_database(settings: Settings) -> None:
     if settings.database_url is None and not settings.embedded:
         raise ConfigError(db.NO_DATABASE_HELP)
+
+
+# -- plugin authors: new files ----------------------------------------------------------------
+
+
+def new_plugin(settings: Settings, name: str, *, schema: str | None = None,
+               depends_on: Sequence[str] = (), description: str = "") -> Path:
+    """Create `<migrations-dir>/NAME/versions/` and a commented `plugin.toml` (no database)."""
+    from migrator import scaffold
+
+    return scaffold.new_plugin(settings.migrations_dir, name, schema=schema,
+                               depends_on=depends_on, description=description)
+
+
+def revision(settings: Settings, name: str, message: str, *, autogenerate: bool = False,
+             rev_id: str | None = None) -> NewRevision:
+    """Write a new revision file in the plugin's tree (a merge revision when it has two
+    heads); with `autogenerate`, from comparing its models with its schema in the database."""
+    from migrator import scaffold
+
+    url = None
+    if autogenerate:
+        require_database(settings)
+        url = db.resolve_url(settings)
+    return scaffold.new_revision(settings.migrations_dir, name, message, rev_id=rev_id,
+                                 autogenerate=autogenerate, url=url)

@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from migrator.config import DatabaseUrl, Settings
-from migrator.errors import ConfigError, DatabaseError, DatabaseUnreachable
+from migrator.errors import ConfigError, ConnectionLost, DatabaseError, DatabaseUnreachable
 from migrator.logs import get_logger, redact
 
 if TYPE_CHECKING:
@@ -89,8 +89,16 @@ def _unreachable(url: DatabaseUrl, exc: BaseException, waited: float) -> Databas
         "host, credentials and network, or raise --connect-timeout")
 
 
-def database_error(exc: BaseException) -> DatabaseError:
-    """A refused statement of migrator's own, as a one-line error (exit 1)."""
+def database_error(exc: BaseException) -> DatabaseError | ConnectionLost:
+    """A refused statement of migrator's own, as a one-line error (exit 1); a connection that
+    went away (server restart, failover, pg_terminate_backend) is ConnectionLost (exit 4)."""
+    from migrator import retries
+
+    if retries.connection_lost(exc):
+        return ConnectionLost(
+            f"lost the database connection ({_first_line(exc)}); whatever was in flight was "
+            "rolled back, every plugin is at a revision boundary: rerun once the database is "
+            "reachable")
     return DatabaseError(f"the database refused a statement of migrator's: {_first_line(exc)}; "
                          "check the login role's privileges and the plugin schemas, then rerun")
 

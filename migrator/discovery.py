@@ -17,7 +17,7 @@ from typing import Any
 from migrator.errors import DependencyError, TreeError
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}\Z")  # \Z: `$` would allow a final newline
-REVISION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{1,32}\Z")
+REVISION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_]{1,32}\Z")  # Alembic refuses - + @ :
 RESERVED_SCHEMAS = frozenset({"public", "migrator", "information_schema"})
 PLUGIN_TOML_KEYS = ("schema", "depends_on", "models", "description")
 ENTRY_POINT_GROUP = "migrator.plugins"
@@ -76,7 +76,7 @@ class RevisionFile:
             revision, down = _assignments_from_ast(text, path, plugin)
         if not isinstance(revision, str) or not REVISION_ID_PATTERN.match(revision):
             raise TreeError(
-                f"{path}: revision id {revision!r} must be 1-32 letters, digits, '_' or '-'; "
+                f"{path}: revision id {_shown(revision)} must be 1-32 letters, digits or '_'; "
                 "fix the `revision = ...` line",
                 plugin=plugin, path=str(path))
         down_revisions = _as_revision_tuple(down, path, plugin)
@@ -98,11 +98,23 @@ def _value(raw: bytes) -> Any:
 _NOT_LITERAL = object()
 
 
+def printable(text: str) -> str:
+    """`text` with control and other unprintable characters escaped: a directory named with
+    a newline must not break a one-line message."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _shown(value: Any, *, limit: int = 80, quote: bool = True) -> str:
+    """`value` for an error message: repr'd, and cut short (a hostile file may hold megabytes)."""
+    text = repr(value) if quote else str(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 def _literal(text: str) -> Any:
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return _NOT_LITERAL
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
+        return _NOT_LITERAL  # MemoryError, RecursionError: nested too deeply for the parser
 
 
 def _assignments_from_ast(text: str, path: str, plugin: str) -> tuple[Any, Any]:
@@ -113,6 +125,9 @@ def _assignments_from_ast(text: str, path: str, plugin: str) -> tuple[Any, Any]:
         raise TreeError(
             f"{path}:{exc.lineno}: syntax error in revision file ({exc.msg}); fix the file",
             plugin=plugin, path=str(path)) from None
+    except (RecursionError, MemoryError):
+        raise TreeError(f"{path}: the revision file is nested too deeply to parse; fix the file",
+                        plugin=plugin, path=str(path)) from None
     found: dict[str, Any] = {}
     for node in module.body:
         targets: list[ast.expr] = []
@@ -125,7 +140,7 @@ def _assignments_from_ast(text: str, path: str, plugin: str) -> tuple[Any, Any]:
             if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
                 try:
                     found[target.id] = ast.literal_eval(value) if value is not None else None
-                except ValueError:
+                except (ValueError, TypeError, RecursionError, MemoryError):
                     found[target.id] = _NOT_LITERAL
     for name in ("revision", "down_revision"):
         if name not in found:
@@ -149,7 +164,7 @@ def _as_revision_tuple(value: Any, path: str, plugin: str) -> tuple[str, ...]:
     ):
         return tuple(value)
     raise TreeError(
-        f"{path}: down_revision {value!r} must be None, a revision id or a tuple of ids",
+        f"{path}: down_revision {_shown(value)} must be None, a revision id or a tuple of ids",
         plugin=plugin, path=str(path))
 
 
@@ -183,7 +198,8 @@ class Plugin:
         name = name or path.name
         if not NAME_PATTERN.match(name):
             raise TreeError(
-                f"{path}: plugin name {name!r} must match ^[a-z][a-z0-9_]{{0,47}}$ "
+                f"{printable(str(path))}: plugin name {_shown(name)} must match "
+                "^[a-z][a-z0-9_]{0,47}$ "
                 "(lowercase letters, digits, underscores); rename the directory",
                 plugin=name, path=str(path))
         config = _read_plugin_toml(path / "plugin.toml", name)
@@ -204,7 +220,7 @@ class Plugin:
 def validate_schema_name(schema: str, *, where: str, plugin: str) -> None:
     if not NAME_PATTERN.match(schema) or schema in RESERVED_SCHEMAS or schema.startswith("pg_"):
         raise TreeError(
-            f"{where}: schema {schema!r} is not allowed; use a lowercase identifier matching "
+            f"{where}: schema {_shown(schema)} is not allowed; use a lowercase identifier matching "
             "^[a-z][a-z0-9_]{0,47}$ other than public, migrator, information_schema or pg_*",
             plugin=plugin, path=where)
 
@@ -217,19 +233,27 @@ def _read_plugin_toml(path: Path, plugin: str) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise TreeError(f"{path}: invalid TOML ({exc}); fix the file", plugin=plugin,
-                        path=str(path)) from None
+        raise TreeError(f"{path}: invalid TOML ({_shown(str(exc), quote=False)}); fix the file",
+                        plugin=plugin, path=str(path)) from None
+    except RecursionError:  # tomllib recurses into nested arrays and tables
+        raise TreeError(f"{path}: invalid TOML (nested too deeply); fix the file",
+                        plugin=plugin, path=str(path)) from None
+    except OSError as exc:
+        raise TreeError(f"{path}: cannot read plugin.toml ({exc.strerror}); fix or remove it",
+                        plugin=plugin, path=str(path)) from None
     unknown = sorted(set(data) - set(PLUGIN_TOML_KEYS))
     if unknown:
         raise TreeError(
-            f"{path}: unknown key {unknown[0]!r}; allowed keys are " + ", ".join(PLUGIN_TOML_KEYS),
+            f"{path}: unknown key {_shown(unknown[0])}; allowed keys are "
+            + ", ".join(PLUGIN_TOML_KEYS),
             plugin=plugin, path=str(path))
     for key in ("schema", "models", "description"):
         if key in data and not isinstance(data[key], str):
             raise TreeError(f"{path}: {key} must be a string, got {type(data[key]).__name__}",
                             plugin=plugin, path=str(path))
-    if "models" in data and not re.match(r"^[\w.]+:[\w.]+$", data["models"]):
-        raise TreeError(f"{path}: models {data['models']!r} must look like 'package.module:name'",
+    if "models" in data and not re.match(r"^[\w.]+:[\w.]+\Z", data["models"]):
+        raise TreeError(f"{path}: models {_shown(data['models'])} must look like "
+                        "'package.module:name'",
                         plugin=plugin, path=str(path))
     depends = data.get("depends_on", [])
     if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
@@ -237,7 +261,8 @@ def _read_plugin_toml(path: Path, plugin: str) -> dict[str, Any]:
                         plugin=plugin, path=str(path))
     for dependency in depends:
         if not NAME_PATTERN.match(dependency):
-            raise TreeError(f"{path}: depends_on entry {dependency!r} is not a valid plugin name",
+            raise TreeError(f"{path}: depends_on entry {_shown(dependency)} is not a valid "
+                            "plugin name",
                             plugin=plugin, path=str(path))
     return data
 

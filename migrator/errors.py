@@ -13,6 +13,8 @@
     │   ├── LockWaitTimeout                another runner held a plugin's lock too long
     │   └── WaitTimeout                    `migrator wait` gave up
     ├── DatabaseUnreachable        exit 4
+    │   └── ConnectionLost                 the connection dropped mid-run (restart, failover,
+    │                                      pg_terminate_backend): rolled back, rerun
     ├── FindingsReported           exit 5  check / status --check / lint found something
     └── Interrupted                exit 6  SIGTERM / SIGINT; the next run resumes
 
@@ -97,6 +99,10 @@ class WaitTimeout(TimedOut):
 
 class DatabaseUnreachable(MigratorError):
     exit_code = 4
+
+
+class ConnectionLost(DatabaseUnreachable):
+    """A connection migrator was using went away; whatever was in flight rolled back."""
 
 
 class FindingsReported(MigratorError):

@@ -64,9 +64,21 @@ def configure(*, log_format: str = "auto", level: str = "info",
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=True,
     )
+
+
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is at the moment of writing: a test runner or
+    `contextlib.redirect_stderr` may swap (and later close) the stream it had at configure time.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def redact(text: str) -> str:

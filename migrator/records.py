@@ -107,6 +107,13 @@ def record(conn: psycopg.Connection[Any], attempt: Attempt) -> None:
     conn.execute(_INSERT, attempt.params())
 
 
+def forget_backfills(conn: psycopg.Connection[Any], plugin: str, revision: str) -> None:
+    """Drop the checkpoints of a revision's backfills, in the transaction that reverts it: a
+    later upgrade runs them again instead of finding them done."""
+    conn.execute("DELETE FROM migrator.backfill_progress WHERE plugin = %s AND revision = %s",
+                 (plugin, revision))
+
+
 def history(conn: psycopg.Connection[Any], plugin: str, limit: int = 1000) -> list[dict[str, Any]]:
     """The newest `limit` attempts for `plugin`, oldest first; empty before the first run."""
     if not _exists(conn):

@@ -90,7 +90,9 @@ def retry_connect(
     import time
 
     deadline = time.monotonic() + timeout
-    backoff = tenacity.wait_exponential_jitter(initial=BACKOFF_INITIAL, max=5.0, jitter=0.5)
+    # Exponential with jitter (wait_exponential_jitter's `initial` is deprecated in tenacity 9).
+    backoff = tenacity.wait_exponential(multiplier=BACKOFF_INITIAL, max=5.0) + \
+        tenacity.wait_random(0, 0.5)
 
     def wait(state: tenacity.RetryCallState) -> float:
         # Never sleep past the deadline: --connect-timeout 1 means about one second.
@@ -125,7 +127,8 @@ def batch_retrying(
 
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
-        wait=tenacity.wait_exponential_jitter(initial=initial, max=cap, jitter=initial),
+        wait=tenacity.wait_exponential(multiplier=initial, max=cap)
+        + tenacity.wait_random(0, initial),
         stop=tenacity.stop_after_attempt(max_retries + 1),
         before_sleep=hook,
         reraise=True,

@@ -9,7 +9,7 @@ idempotent, and turning the option on for an existing database moves ownership t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -37,7 +37,7 @@ def prepare(conn: psycopg.Connection[Any], plugin: Plugin, schemas: Mapping[str,
     role = owner_role(plugin.schema)
     try:
         _ensure_role(conn, role)
-        conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
+        _ensure_member(conn, role)
         conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(
             sql.Identifier(plugin.schema), sql.Identifier(role)))
         _move_objects(conn, plugin.schema, role)
@@ -63,6 +63,18 @@ def _ensure_role(conn: psycopg.Connection[Any], role: str) -> None:
         pass
 
 
+def _ensure_member(conn: psycopg.Connection[Any], role: str) -> None:
+    """GRANT the role to the login role unless it may already SET ROLE to it (a superuser
+    may). Roles are cluster-wide: granting again would write the shared catalog, where
+    runners working on other databases of the server would race."""
+    # PostgreSQL 16 split membership into ADMIN, INHERIT and SET options; 15 knows MEMBER only.
+    privilege = "SET" if conn.info.server_version >= 160000 else "MEMBER"
+    row = conn.execute("SELECT pg_catalog.pg_has_role(current_user, %s, %s)",
+                       (role, privilege)).fetchone()
+    if not (row and row[0]):
+        conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
+
+
 def _move_objects(conn: psycopg.Connection[Any], schema: str, role: str) -> None:
     rows = conn.execute(
         "SELECT c.relname, c.relkind FROM pg_catalog.pg_class c "
@@ -86,6 +98,43 @@ def _move_objects(conn: psycopg.Connection[Any], schema: str, role: str) -> None
     for (name,) in types:
         conn.execute(sql.SQL("ALTER TYPE {} OWNER TO {}").format(
             sql.Identifier(schema, name), sql.Identifier(role)))
+    routines = conn.execute(
+        "SELECT p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid) "
+        "FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = %s AND p.prokind IN ('f', 'p') "
+        "AND p.proowner <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = %s) "
+        "AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = "
+        "'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype IN ('i', 'e'))",
+        (schema, role)).fetchall()
+    for name, arguments in routines:
+        # The argument list is PostgreSQL's own rendering (format_type quotes what it must).
+        conn.execute(sql.SQL("ALTER ROUTINE {}({}) OWNER TO {}").format(
+            sql.Identifier(schema, name), sql.SQL(arguments), sql.Identifier(role)))
+
+
+def needing_setup(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> list[str]:
+    """Which of `schemas` are not (yet) owned, with everything `prepare` moves, by their
+    role: one catalog query, so a run with nothing pending stays cheap under the option."""
+    if not schemas:
+        return []
+    rows = conn.execute(
+        "SELECT n.nspname FROM unnest(%(schemas)s::text[], %(roles)s::text[]) AS w(nspname, role) "
+        "JOIN pg_catalog.pg_namespace n ON n.nspname = w.nspname WHERE "
+        " n.nspowner IS DISTINCT FROM (SELECT r.oid FROM pg_catalog.pg_roles r "
+        "  WHERE r.rolname = w.role)"
+        " OR EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid "
+        "  AND c.relkind = ANY(%(relkinds)s) AND c.relowner <> n.nspowner AND NOT EXISTS ("
+        "  SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass "
+        "  AND d.objid = c.oid AND d.deptype IN ('a', 'i')))"
+        " OR EXISTS (SELECT 1 FROM pg_catalog.pg_type t WHERE t.typnamespace = n.oid "
+        "  AND t.typtype IN ('e', 'd', 'r') AND t.typowner <> n.nspowner)"
+        " OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc p WHERE p.pronamespace = n.oid "
+        "  AND p.prokind IN ('f', 'p') AND p.proowner <> n.nspowner AND NOT EXISTS ("
+        "  SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::regclass "
+        "  AND d.objid = p.oid AND d.deptype IN ('i', 'e'))) ORDER BY 1",
+        {"schemas": list(schemas), "roles": [owner_role(s) for s in schemas],
+         "relkinds": list(_ALTER_BY_RELKIND)}).fetchall()
+    return [row[0] for row in rows]
 
 
 def _grant_dependency(conn: psycopg.Connection[Any], schema: str, role: str) -> None:

@@ -27,6 +27,7 @@ from migrator.config import DatabaseUrl, Settings
 from migrator.discovery import Plugin
 from migrator.environment import ENVIRONMENT_KEY, RevisionEnvironment
 from migrator.errors import (
+    ConnectionLost,
     Interrupted,
     MigrationFailed,
     MigratorError,
@@ -155,11 +156,13 @@ class _Steps:
             steps = self.script._downgrade_revs(self.destination, current)
         ids = [self._revision_of(step) for step in steps]
         self._last = ids[-1] if ids else None
-        for step, revision in zip(steps, ids, strict=True):
+        for number, (step, revision) in enumerate(zip(steps, ids, strict=True)):
             self._log_committed()
             if self.runner.stop.is_set():
                 self.stopped_early = True
                 return
+            if number:
+                self.runner.check_lock(self.plugin, revision)
             self.current = revision
             self.started_at = datetime.now(UTC)
             yield step
@@ -197,6 +200,8 @@ class _Steps:
             checksum=records.checksum(rev_file.path) if rev_file else None,
             started_at=self.started_at, finished_at=finished, applied_by=db.host_identity(),
             outcome="applied"))
+        if self.direction == DOWN:
+            records.forget_backfills(conn, self.plugin.name, revision)
         if revision == self._last:
             # Earlier revisions committed with synchronous_commit off; this commit waits for
             # the WAL flush, which (WAL being sequential) makes all of them durable too.
@@ -293,6 +298,24 @@ class Runner:
         if self.settings.isolate_roles:
             conn.execute("SET LOCAL ROLE NONE")
 
+    def check_lock(self, plugin: Plugin, revision: str) -> None:
+        """The plugin's session lock lives as long as the lock connection: before each next
+        revision, make sure that connection is still there (a terminated or restarted one
+        took the lock with it, and a peer may hold it now)."""
+        try:
+            self.lock_conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            raise ConnectionLost(
+                f"plugin {plugin.name!r}: lost the connection holding its migration lock "
+                f"({_message(exc)}) before revision {revision}; the revisions before it are "
+                "committed, rerun once the database is reachable") from None
+
+    def isolate(self, plugin: Plugin) -> None:
+        """--isolate-roles for a plugin with nothing to run (the option turned on for an
+        existing database): under its lock, its role, ownership and grants, as before a run."""
+        with self._plugin_lock(plugin), self._work_connection(plugin):
+            self.log.info("roles.isolated", plugin=plugin.name, schema=plugin.schema)
+
     def close(self) -> None:
         if self._conn is not None:
             with suppress(Exception):  # closing a connection that may already be broken
@@ -334,6 +357,8 @@ class Runner:
                 raise
             finally:
                 outcome.duration_ms = int((time.monotonic() - started) * 1000)
+                if direction == UP and outcome.applied:
+                    outcome.to_revision = outcome.applied[-1]  # if the read below fails
                 with suppress(psycopg.Error):  # best effort: the connection may be gone
                     outcome.to_revision = _label(self._current(plugin))
         if outcome.outcome == "interrupted":
@@ -384,8 +409,11 @@ class Runner:
                 self._record_failure(plugin, steps, direction, exc)
                 raise
             except Exception as exc:  # the revision's own Python code failed: any error type
-                self._record_failure(plugin, steps, direction, exc)
-                raise self._failure(plugin, steps, exc, attempts=1) from None
+                # A connection that broke inside an autocommit_block surfaces as SQLAlchemy's
+                # complaint about the invalidated connection; report the database's error.
+                cause = _database_cause(exc) if conn.invalidated else exc
+                self._record_failure(plugin, steps, direction, cause)
+                raise self._failure(plugin, steps, cause, attempts=1) from None
             return steps.stopped_early
         raise AssertionError("unreachable: the last attempt either returns or raises")
 
@@ -425,7 +453,7 @@ class Runner:
             return []
 
     def _failure(self, plugin: Plugin, steps: _Steps, exc: BaseException, *,
-                 attempts: int) -> MigrationFailed:
+                 attempts: int) -> MigrationFailed | ConnectionLost:
         revision = steps.current or "?"
         rev_file = plugin.revision(revision)
         where = f"{plugin.name!r} revision {revision}" + (
@@ -438,8 +466,14 @@ class Runner:
                        f"({_message(exc)}); blocking sessions: {blockers}; end or wait for them "
                        "and rerun, nothing was half-applied")
         elif retries.connection_lost(exc):
-            message = (f"plugin {where}: the database connection was lost ({_message(exc)}); "
-                       "the revision was rolled back, rerun to continue")
+            # Exit 4, not 1: nothing is wrong with the revision. Lost at its COMMIT, it either
+            # committed or not, whole: the plugin is at a revision boundary either way.
+            fate = ("committed or rolled back as a whole (the connection broke at its commit)"
+                    if steps.current in steps.applied else "was rolled back")
+            return ConnectionLost(
+                f"plugin {where}: lost the database connection ({_message(exc)}); the revision "
+                f"{fate}, the plugin is at a revision boundary: rerun once the database is "
+                "reachable")
         else:
             message = (f"plugin {where} failed: {_message(exc)}; the revision was rolled back, "
                        "fix it and rerun")
@@ -531,6 +565,16 @@ def driver_connection(conn: Connection) -> psycopg.Connection[Any]:
 
 def _label(revisions: tuple[str, ...]) -> str | None:
     return ",".join(revisions) if revisions else None
+
+
+def _database_cause(exc: BaseException) -> BaseException:
+    """The psycopg error behind `exc` (itself, or in its chain of causes), else `exc`."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(getattr(seen, "orig", None) or seen, psycopg.Error):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return exc
 
 
 def _message(exc: BaseException) -> str:

@@ -76,6 +76,12 @@ def server_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def migrator_server_url(server_url: str) -> str:
+    """migrator.testing's server is this suite's: one embedded server per worker, not two."""
+    return server_url
+
+
+@pytest.fixture(scope="session")
 def pg_major(server_url: str) -> int:
     """Major version of the server under test (15, 18, ...)."""
     with psycopg.connect(server_url) as conn:

@@ -27,7 +27,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_PLATFORM = REPO_ROOT / "plugin_migrations"
 
 CORE = ("599d78f5272d", "582d2af23f76", "ddb4c3d7593d")
-PANELS = ("a304542a37f6", "7c3aa4ddbdb2", "f6f7c7c2d5c1")
+PANELS = ("a304542a37f6", "7c3aa4ddbdb2", "f6f7c7c2d5c1", "cde36d3bef11", "f793804564e9",
+          "02adf31fccf3")
 RESULTS = ("fe76fc4f7a85", "92060840afe5")
 HEADS = {"core": CORE[-1], "analysis_results": RESULTS[-1], "panels": PANELS[-1]}
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/postgres"
@@ -108,25 +109,24 @@ def error_lines(stderr: str) -> list[str]:
 def test_downgrade_one_step_reverts_the_newest_revision(
     database_url: str, platform: Path, run_cli: Any, json_logs: Callable[..., Any]
 ) -> None:
-    """`downgrade --plugin panels --to -1` reverts panels' newest revision only, recording a
-    `down` history row with the file's checksum."""
+    """`downgrade --plugin panels --to -1` reverts panels' newest revision only (a backfill:
+    its checkpoint is forgotten, the earlier backfill's kept), recording a `down` history row
+    with the file's checksum."""
     commands.upgrade(settings_for(database_url, platform))
 
     result = run_cli(*db_args(database_url, platform), "downgrade", "--plugin", "panels",
                      "--to", "-1")
 
     assert result.returncode == 0, result.stderr
-    assert versions(database_url, "panels") == [PANELS[1]]
+    assert versions(database_url, "panels") == [PANELS[-2]]
     assert versions(database_url, "core") == [CORE[-1]]
-    columns = {r[0] for r in rows(database_url, "SELECT column_name FROM "
-                                  "information_schema.columns WHERE table_schema = 'panels' "
-                                  "AND table_name = 'panels'")}
-    assert "notes" not in columns
+    assert rows(database_url, "SELECT revision FROM migrator.backfill_progress "
+                "WHERE plugin = 'panels'") == [(PANELS[-2],)]
     assert history(database_url, "panels")[-1] == (
-        PANELS[2], "down", "applied", checksum_of(platform, "panels", PANELS[2]))
+        PANELS[-1], "down", "applied", checksum_of(platform, "panels", PANELS[-1]))
     [summary] = [e for e in json_logs(result.stderr) if e.get("event") == "run.finished"]
     [entry] = summary["plugins"]
-    assert (entry["plugin"], entry["from"], entry["to"]) == ("panels", PANELS[2], PANELS[1])
+    assert (entry["plugin"], entry["from"], entry["to"]) == ("panels", PANELS[-1], PANELS[-2])
 
 
 def test_downgrade_to_a_revision_reverts_everything_after_it(
@@ -140,8 +140,8 @@ def test_downgrade_to_a_revision_reverts_everything_after_it(
 
     assert versions(database_url, "panels") == [PANELS[0]]
     assert indexes_in(database_url, "panels") == {"pk_panels", "alembic_version_pkc"}
-    assert [r[:3] for r in history(database_url, "panels")[3:]] == [
-        (PANELS[2], "down", "applied"), (PANELS[1], "down", "applied")]
+    assert [r[:3] for r in history(database_url, "panels")[len(PANELS):]] == [
+        (rev, "down", "applied") for rev in reversed(PANELS[1:])]
 
 
 def test_downgrade_to_base_empties_the_version_table_and_drops_the_plugins_tables(
@@ -157,7 +157,7 @@ def test_downgrade_to_base_empties_the_version_table_and_drops_the_plugins_table
     assert versions(database_url, "panels") == []
     assert tables_in(database_url, "panels") == {"alembic_version"}
     assert versions(database_url, "core") == [CORE[-1]]
-    assert [r[:3] for r in history(database_url, "panels")[3:]] == [
+    assert [r[:3] for r in history(database_url, "panels")[len(PANELS):]] == [
         (rev, "down", "applied") for rev in reversed(PANELS)]
 
 
@@ -368,13 +368,13 @@ def test_history_shows_the_trees_revisions_and_the_recorded_attempts(
     positions = [out.index(f"{rev}  ") for rev in reversed(PANELS)]
     assert positions == sorted(positions)  # newest first
     for name in ("0001_create_panels.py", "0002_add_panel_indexes.py",
-                 "0003_add_panel_notes.py", "migrator.history"):
+                 "0003_add_panel_notes.py", "0006_canonical_drug_names.py", "migrator.history"):
         assert name in out
     records = [line.split() for line in out.split("migrator.history", 1)[1].splitlines()]
     attempts = [(cells[2], cells[3], cells[4]) for cells in records if len(cells) > 4
                 and cells[2] in PANELS]
     assert attempts == [(rev, "up", "applied") for rev in PANELS] + [
-        (PANELS[2], "down", "applied")]
+        (PANELS[-1], "down", "applied")]
     assert "core" not in {cells[2] for cells in records if len(cells) > 2}
 
 

@@ -294,7 +294,7 @@ def test_revision_id_must_be_short_and_plain(tree: Tree, scenario: str, shown: s
     migrations = tree(scenario)
     path = migrations / "core" / "versions" / "0002_create_teams.py"
     assert str(tree_error(migrations)) == (
-        f"{path}: revision id {shown} must be 1-32 letters, digits, '_' or '-'; fix the "
+        f"{path}: revision id {shown} must be 1-32 letters, digits or '_'; fix the "
         "`revision = ...` line")
 
 

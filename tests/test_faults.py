@@ -253,17 +253,19 @@ def test_terminated_work_connection_fails_cleanly_and_a_rerun_reaches_head(
     database_url: str, tree: Tree, start_cli: Any, run_cli: Any, cli_env: dict[str, str],
     json_logs: Logs,
 ) -> None:
-    """A work connection terminated mid-revision fails in one line at a boundary; a rerun heals."""
+    """A work connection terminated mid-revision exits 4 (the database went away, the revision
+    did nothing wrong) in one line at a boundary; a rerun heals."""
     env = cli_env_for(cli_env, database_url, tree("fault_terminate"))
     process = start_cli("upgrade", env=env)
     pid = sleeping_backend(database_url, process)
     assert fetch(database_url, "SELECT pg_terminate_backend(%s)", (pid,)) == [(True,)]
     _stdout, stderr = process.communicate(timeout=DEADLINE)
 
-    assert process.returncode == 1, stderr
+    assert process.returncode == 4, stderr
     assert "Traceback" not in stderr
     [line] = error_lines(stderr)
     assert "'severed'" in line and "severed_0002" in line
+    assert "lost the database connection" in line and "was rolled back" in line
     assert version_of(database_url, "severed") == ["severed_0001"]
     assert tables_of(database_url, "severed") == {"first"}
     assert history_of(database_url, "severed") == ["severed_0001"]
@@ -306,11 +308,13 @@ def test_password_appears_in_no_output_record_or_termination_message(
     source: str, database_url: str, tree: Tree, run_cli: Any, cli_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    """The password is in no stdout, stderr, termination message or history row, whatever fails."""
+    """The password is in no stdout, stderr, JSON document, termination message or history
+    row, whether the command succeeds, fails, retries, times out or finds something."""
     url, password = with_password(database_url)
     migrations = tree("fault_password")
 
-    def run(name: str, target: str, *args: str) -> subprocess.CompletedProcess[str]:
+    def run(name: str, target: str, *args: str, summary: bool = True
+            ) -> subprocess.CompletedProcess[str]:
         termination = tmp_path / f"termination-{name}"
         env = {**cli_env, "MIGRATOR_MIGRATIONS_DIR": str(migrations),
                "MIGRATOR_TERMINATION_LOG": str(termination)}
@@ -324,9 +328,10 @@ def test_password_appears_in_no_output_record_or_termination_message(
         result: subprocess.CompletedProcess[str] = run_cli(*global_args, *args, env=env)
         for stream, text in (("stdout", result.stdout), ("stderr", result.stderr)):
             assert password not in text, f"{name}: password in {stream}:\n{text}"
-        assert termination.exists(), f"{name}: no termination message\n{result.stderr}"
-        message = termination.read_text(encoding="utf-8")
-        assert password not in message, f"{name}: password in the termination message"
+        if summary:  # the commands that change the database write one
+            assert termination.exists(), f"{name}: no termination message\n{result.stderr}"
+            message = termination.read_text(encoding="utf-8")
+            assert password not in message, f"{name}: password in the termination message"
         return result
 
     good = run("good", url, "upgrade", "--plugin", "good")
@@ -344,6 +349,31 @@ def test_password_appears_in_no_output_record_or_termination_message(
     refused = run("unreachable", unreachable(url), "--connect-timeout", "1", "upgrade")
     assert refused.returncode == 4, refused.stderr
     assert "127.0.0.1:1" in error_lines(refused.stderr)[0]
+
+    # Retrying on lock timeouts until the retries run out, then succeeding.
+    (migrations / "good" / "versions" / "0002_add_note.py").write_text(
+        'revision = "good_0002"\ndown_revision = "good_0001"\n\nfrom alembic import op\n\n\n'
+        'def upgrade() -> None:\n    op.execute("ALTER TABLE accounts ADD COLUMN note text")\n')
+    with psycopg.connect(database_url) as holder:
+        holder.execute("LOCK TABLE good.accounts IN ACCESS SHARE MODE")
+        retried = run("retried", url, "upgrade", "--plugin", "good", "--lock-timeout", "100ms",
+                      "--retries", "2")
+    assert retried.returncode == 1, retried.stderr
+    assert "lock_timeout.retry" in retried.stderr
+    assert run("retried-ok", url, "upgrade", "--plugin", "good").returncode == 0
+
+    # JSON documents, and the commands that only read or wait.
+    for name, args, code in (
+        ("status", ("status", "--format", "json"), 0),
+        ("check", ("check", "--format", "json"), 0),
+        ("history", ("history", "--plugin", "broken", "--format", "json"), 0),
+        ("current", ("current", "--format", "json"), 0),
+        ("wait", ("wait", "--timeout", "1s"), 3),
+    ):
+        result = run(name, url, *args, summary=False)
+        assert result.returncode == code, f"{name}: {result.stderr}"
+        if "--format" in args:
+            json.loads(result.stdout)
 
     rows = fetch(database_url, "SELECT h::text FROM migrator.history h ORDER BY id")
     assert len(rows) >= 2  # good applied, broken failed

@@ -19,24 +19,34 @@ def upgrade() -> None:
     # The indexes the plugin's repository queries need: panels of an experiment, recent
     # panels, an experiment's panels newest first, one name per experiment, and drug
     # containment (jsonb_path_ops: smaller than the default opclass, and supports @>).
-    op.create_index("ix_panels_experiment_id", "panels", ["experiment_id"])
-    op.create_index("ix_panels_created_at", "panels", ["created_at"])
-    op.create_index("ix_panels_experiment_id_created_at", "panels", ["experiment_id", "created_at"])
-    op.create_index(
-        "uq_panels_experiment_id_name", "panels", ["experiment_id", "name"], unique=True
-    )
-    op.create_index(
-        "ix_panels_drugs",
-        "panels",
-        ["drugs"],
-        postgresql_using="gin",
-        postgresql_ops={"drugs": "jsonb_path_ops"},
-    )
+    # Built CONCURRENTLY, so writes to panels go on while they build; that cannot run in a
+    # transaction, hence the autocommit block, and IF NOT EXISTS makes a rerun after a crash
+    # skip the indexes already built.
+    with op.get_context().autocommit_block():
+        op.create_index("ix_panels_experiment_id", "panels", ["experiment_id"],
+                        postgresql_concurrently=True, if_not_exists=True)
+        op.create_index("ix_panels_created_at", "panels", ["created_at"],
+                        postgresql_concurrently=True, if_not_exists=True)
+        op.create_index("ix_panels_experiment_id_created_at", "panels",
+                        ["experiment_id", "created_at"],
+                        postgresql_concurrently=True, if_not_exists=True)
+        op.create_index("uq_panels_experiment_id_name", "panels", ["experiment_id", "name"],
+                        unique=True, postgresql_concurrently=True, if_not_exists=True)
+        op.create_index(
+            "ix_panels_drugs",
+            "panels",
+            ["drugs"],
+            postgresql_using="gin",
+            postgresql_ops={"drugs": "jsonb_path_ops"},
+            postgresql_concurrently=True,
+            if_not_exists=True,
+        )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_panels_drugs", table_name="panels")
-    op.drop_index("uq_panels_experiment_id_name", table_name="panels")
-    op.drop_index("ix_panels_experiment_id_created_at", table_name="panels")
-    op.drop_index("ix_panels_created_at", table_name="panels")
-    op.drop_index("ix_panels_experiment_id", table_name="panels")
+    with op.get_context().autocommit_block():
+        for name in ("ix_panels_drugs", "uq_panels_experiment_id_name",
+                     "ix_panels_experiment_id_created_at", "ix_panels_created_at",
+                     "ix_panels_experiment_id"):
+            op.drop_index(name, table_name="panels", postgresql_concurrently=True,
+                          if_exists=True)

@@ -1,0 +1,423 @@
+"""A pytest plugin for plugin authors: a fresh PostgreSQL database per test and the checks
+every plugin tree should pass.
+
+Installed with migrator and registered through the `pytest11` entry point `migrator` (turn it
+off with `-p no:migrator`). Importing it costs nothing: no database is touched and neither
+Alembic nor SQLAlchemy is imported until a fixture that needs them runs.
+
+Fixtures (all prefixed `migrator_`):
+
+- `migrator_server_url` (session): `MIGRATOR_TEST_DATABASE_URL` when set, else an embedded
+  PostgreSQL started once per test session (per pytest-xdist worker) and stopped at the end.
+- `migrator_database_url`: a new, empty database on that server, dropped after the test.
+- `migrator_migrations_dir`: the `migrator_migrations_dir` ini option, else
+  `MIGRATOR_MIGRATIONS_DIR`, else `plugin_migrations` beside the ini file (or the rootdir).
+- `migrator_settings`: `migrator.config.Settings` for that database and directory, the same
+  value the `migrator` command builds; hand it to `migrator.commands` functions.
+- `migrator_checks`: `MigratorChecks` on those settings.
+
+The ready-made checks, each on a fresh database::
+
+    from migrator.testing import PluginTreeChecks
+
+    class TestMigrations(PluginTreeChecks):      # every discovered plugin ...
+        plugins = ("panels",)                    # ... or only these
+
+- stairway: for each revision, oldest first: upgrade to it, downgrade one step, upgrade
+  again, and the plugin's schema after the second upgrade equals the first;
+- round trip: from the dependencies at head, upgrade to head, downgrade to base: every schema
+  is exactly as before (compared by a catalog fingerprint); upgrading again rebuilds the
+  same schema;
+- models match migrations: at head, the plugin's `models` and its schema do not differ
+  (`migrator check`'s model-drift comparison); skipped when `plugin.toml` names no models.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from migrator.config import DatabaseUrl, Settings
+from migrator.discovery import Plugin
+
+TEST_DATABASE_VARIABLE = "MIGRATOR_TEST_DATABASE_URL"
+_INI_MIGRATIONS_DIR = "migrator_migrations_dir"
+
+
+# -- schema fingerprints ----------------------------------------------------------------------
+
+# Every query returns (kind, identity, definition) for the objects in the schemas %(schemas)s,
+# leaving out migrator's own: the version tables and the `migrator` schema.
+_CATALOG_QUERIES = (
+    # tables, views, materialized views, sequences, foreign tables, composite types
+    """SELECT 'relation', n.nspname || '.' || c.relname,
+              concat_ws(' ', c.relkind, c.relpersistence, c.relrowsecurity,
+                        c.relforcerowsecurity, c.relacl::text,
+                        obj_description(c.oid, 'pg_class'))
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname = ANY(%(schemas)s) AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c')
+         AND c.relname <> 'alembic_version'""",
+    # columns, by position among the live ones (a dropped and re-added column moves)
+    """SELECT 'column', n.nspname || '.' || c.relname || '.' || a.attname,
+              concat_ws(' ', row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum),
+                        format_type(a.atttypid, a.atttypmod),
+                        CASE WHEN a.attnotnull THEN 'NOT NULL' END,
+                        'DEFAULT ' || pg_get_expr(d.adbin, d.adrelid),
+                        'IDENTITY ' || NULLIF(a.attidentity::text, ''),
+                        'GENERATED ' || NULLIF(a.attgenerated::text, ''),
+                        'COLLATE ' || co.collname, col_description(c.oid, a.attnum))
+       FROM pg_attribute a
+       JOIN pg_class c ON c.oid = a.attrelid
+       JOIN pg_namespace n ON n.oid = c.relnamespace
+       LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+       LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 100
+       WHERE n.nspname = ANY(%(schemas)s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c')
+         AND a.attnum > 0 AND NOT a.attisdropped AND c.relname <> 'alembic_version'""",
+    # constraints of tables and of domains
+    """SELECT 'constraint', n.nspname || '.' || coalesce(c.relname, t.typname) || '.'
+                            || con.conname,
+              pg_get_constraintdef(con.oid)
+       FROM pg_constraint con
+       JOIN pg_namespace n ON n.oid = con.connamespace
+       LEFT JOIN pg_class c ON c.oid = con.conrelid
+       LEFT JOIN pg_type t ON t.oid = con.contypid
+       WHERE n.nspname = ANY(%(schemas)s) AND coalesce(c.relname, '') <> 'alembic_version'""",
+    """SELECT 'index', n.nspname || '.' || ic.relname, pg_get_indexdef(i.indexrelid)
+       FROM pg_index i
+       JOIN pg_class ic ON ic.oid = i.indexrelid
+       JOIN pg_class c ON c.oid = i.indrelid
+       JOIN pg_namespace n ON n.oid = ic.relnamespace
+       WHERE n.nspname = ANY(%(schemas)s) AND c.relname <> 'alembic_version'""",
+    """SELECT 'view', n.nspname || '.' || c.relname, pg_get_viewdef(c.oid)
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname = ANY(%(schemas)s) AND c.relkind IN ('v', 'm')""",
+    """SELECT 'sequence', n.nspname || '.' || c.relname,
+              concat_ws(' ', format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement,
+                        s.seqmin, s.seqmax, s.seqcache, s.seqcycle)
+       FROM pg_sequence s
+       JOIN pg_class c ON c.oid = s.seqrelid
+       JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname = ANY(%(schemas)s)""",
+    # enums, domains, ranges and base types (composite types are relations above)
+    """SELECT 'type', n.nspname || '.' || t.typname,
+              concat_ws(' ', t.typtype, format_type(t.typbasetype, t.typtypmod),
+                        CASE WHEN t.typnotnull THEN 'NOT NULL' END, t.typdefault,
+                        (SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder)
+                         FROM pg_enum e WHERE e.enumtypid = t.oid))
+       FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+       WHERE n.nspname = ANY(%(schemas)s) AND t.typtype IN ('e', 'd', 'r', 'm', 'b')
+         AND NOT EXISTS (SELECT 1 FROM pg_type el WHERE el.typarray = t.oid)""",
+    """SELECT 'function', n.nspname || '.' || p.proname || '('
+                          || pg_get_function_identity_arguments(p.oid) || ')',
+              CASE WHEN p.prokind = 'a' THEN 'aggregate' ELSE pg_get_functiondef(p.oid) END
+       FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+       WHERE n.nspname = ANY(%(schemas)s)""",
+    """SELECT 'trigger', n.nspname || '.' || c.relname || '.' || t.tgname,
+              pg_get_triggerdef(t.oid)
+       FROM pg_trigger t
+       JOIN pg_class c ON c.oid = t.tgrelid
+       JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname = ANY(%(schemas)s) AND NOT t.tgisinternal""",
+    """SELECT 'policy', schemaname || '.' || tablename || '.' || policyname,
+              concat_ws(' ', permissive, cmd, roles::text, qual, with_check)
+       FROM pg_policies WHERE schemaname = ANY(%(schemas)s)""",
+    """SELECT 'extension', e.extname, n.nspname || ' ' || e.extversion
+       FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+       WHERE n.nspname = ANY(%(schemas)s)""",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What the catalog says about the objects in some schemas: identity -> definition."""
+
+    objects: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        text = json.dumps(sorted(self.objects.items()), separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def differences(self, other: Fingerprint) -> list[str]:
+        """How `other` differs from this one, one line per object, sorted."""
+        lines = []
+        for key in sorted(self.objects.keys() | other.objects.keys()):
+            before, after = self.objects.get(key), other.objects.get(key)
+            if before == after:
+                continue
+            if before is None:
+                lines.append(f"+ {key}: {after}")
+            elif after is None:
+                lines.append(f"- {key}: {before}")
+            else:
+                lines.append(f"~ {key}: {before!r} -> {after!r}")
+        return lines
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Fingerprint) and self.objects == other.objects
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+
+def schema_fingerprint(url: DatabaseUrl | str, schemas: Sequence[str] | None = None
+                       ) -> Fingerprint:
+    """The fingerprint of `schemas` (default: every schema but PostgreSQL's and migrator's),
+    leaving out the version tables, which a downgrade to base keeps by design."""
+    import psycopg
+
+    conninfo = url.conninfo if isinstance(url, DatabaseUrl) else DatabaseUrl.parse(
+        url, source="url").conninfo
+    objects: dict[str, str] = {}
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        if schemas is None:
+            schemas = [row[0] for row in conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%%' "
+                "AND nspname NOT IN ('information_schema', 'migrator')").fetchall()]
+        for query in _CATALOG_QUERIES:
+            for kind, identity, definition in conn.execute(query, {"schemas": list(schemas)}):
+                objects[f"{kind} {identity}"] = definition or ""
+    return Fingerprint(objects)
+
+
+# -- the checks -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MigratorChecks:
+    """The ready-made checks, on the database and trees of `settings`. Each raises
+    AssertionError saying which revision or object is wrong."""
+
+    settings: Settings
+
+    @property
+    def url(self) -> DatabaseUrl:
+        assert self.settings.database_url is not None, "the checks need a database URL"
+        return self.settings.database_url
+
+    def plugin(self, name: str) -> Plugin:
+        from migrator import commands
+
+        return commands.plugin_named(commands.plugins(self.settings), name)
+
+    def fingerprint(self, schemas: Sequence[str] | None = None) -> Fingerprint:
+        return schema_fingerprint(self.url, schemas)
+
+    def stairway(self, name: str) -> None:
+        """Each revision, oldest first: upgrade to it, downgrade one step, upgrade again; the
+        plugin's schema after the second upgrade must equal the first."""
+        from migrator import commands
+        from migrator.plan import oldest_first
+
+        plugin = self.plugin(name)
+        order = oldest_first(plugin, {r.revision for r in plugin.revisions})
+        for revision in order:
+            where = f"stairway of plugin {name!r} at revision {revision}"
+            with _step(where, "upgrade"):
+                commands.upgrade(self.settings, [name], to=revision)
+            first = self.fingerprint([plugin.schema])
+            with _step(where, "downgrade -1"):
+                commands.downgrade(self.settings, name, "-1")
+            with _step(where, "upgrade after its downgrade"):
+                commands.upgrade(self.settings, [name], to=revision)
+            second = self.fingerprint([plugin.schema])
+            if first != second:
+                raise AssertionError(
+                    f"{where}: downgrade then upgrade does not rebuild the same schema:\n"
+                    + "\n".join(first.differences(second)))
+
+    def round_trip(self, name: str) -> None:
+        """Upgrade to head then downgrade to base leaves every schema exactly as before;
+        upgrading again rebuilds the same schema as the first time."""
+        from migrator import commands
+
+        plugin = self.plugin(name)
+        if plugin.depends_on:
+            with _step(f"round trip of plugin {name!r}", "upgrade of its dependencies"):
+                commands.upgrade(self.settings, list(plugin.depends_on))
+        before = self.fingerprint()
+        with _step(f"round trip of plugin {name!r}", "upgrade to head"):
+            commands.upgrade(self.settings, [name])
+        at_head = self.fingerprint()
+        with _step(f"round trip of plugin {name!r}", "downgrade to base"):
+            commands.downgrade(self.settings, name, "base")
+        after = self.fingerprint()
+        if before != after:
+            raise AssertionError(
+                f"round trip of plugin {name!r}: downgrade to base does not leave the "
+                "database as it was before the upgrade (+ left behind, - removed, ~ changed):\n"
+                + "\n".join(before.differences(after)))
+        with _step(f"round trip of plugin {name!r}", "upgrade to head again"):
+            commands.upgrade(self.settings, [name])
+        again = self.fingerprint()
+        if at_head != again:
+            raise AssertionError(
+                f"round trip of plugin {name!r}: upgrading again after a downgrade to base "
+                "builds a different schema:\n" + "\n".join(at_head.differences(again)))
+
+    def models_match(self, name: str) -> None:
+        """At head, the plugin's `models` describe its schema exactly (`migrator check`'s
+        model-drift comparison, confined to the plugin's schema)."""
+        from migrator import checks, commands
+
+        plugin = self.plugin(name)
+        if not plugin.models:
+            raise AssertionError(f"plugin {name!r} names no models in its plugin.toml")
+        with _step(f"models check of plugin {name!r}", "upgrade to head"):
+            commands.upgrade(self.settings, [name])
+        findings = checks.model_drift(self.url, plugin,
+                                      connect_timeout=self.settings.connect_timeout)
+        if findings:
+            raise AssertionError(
+                f"plugin {name!r}: the models ({plugin.models}) and the migrations at head "
+                f"differ; write a revision (migrator revision --plugin {name} --autogenerate "
+                "-m MESSAGE) or fix the models:\n"
+                + "\n".join(f"  {f.message}" for f in findings))
+
+
+@contextlib.contextmanager
+def _step(where: str, what: str) -> Iterator[None]:
+    from migrator.errors import MigratorError
+
+    try:
+        yield
+    except MigratorError as exc:
+        raise AssertionError(f"{where}: {what} failed: {exc}") from exc
+
+
+class PluginTreeChecks:
+    """Subclass it in a test module to get the three checks as tests::
+
+        class TestMigrations(PluginTreeChecks):
+            plugins = ("panels", "core")   # default: every discovered plugin
+
+    Each test runs on a database of its own.
+    """
+
+    plugins: Sequence[str] = ()
+
+    def test_stairway(self, migrator_checks: MigratorChecks, migrator_plugin: str) -> None:
+        migrator_checks.stairway(migrator_plugin)
+
+    def test_round_trip(self, migrator_checks: MigratorChecks, migrator_plugin: str) -> None:
+        migrator_checks.round_trip(migrator_plugin)
+
+    def test_models_match_migrations(self, migrator_checks: MigratorChecks,
+                                     migrator_plugin: str) -> None:
+        if not migrator_checks.plugin(migrator_plugin).models:
+            pytest.skip(f"plugin {migrator_plugin!r} names no models in plugin.toml")
+        migrator_checks.models_match(migrator_plugin)
+
+
+# -- pytest hooks and fixtures ------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(_INI_MIGRATIONS_DIR, "migrator: the plugin trees (default: "
+                  "$MIGRATOR_MIGRATIONS_DIR, else plugin_migrations beside the ini file)",
+                  default="")
+
+
+def migrations_dir(config: pytest.Config) -> Path:
+    """The plugin trees for this test run (see the module docstring)."""
+    base = config.inipath.parent if config.inipath else config.rootpath
+    configured = str(config.getini(_INI_MIGRATIONS_DIR) or "")
+    configured = configured or os.environ.get("MIGRATOR_MIGRATIONS_DIR", "")
+    return base / (configured or "plugin_migrations")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run `PluginTreeChecks` tests once per plugin (`plugins`, else every discovered one)."""
+    if "migrator_plugin" not in metafunc.fixturenames:
+        return
+    names = list(getattr(metafunc.cls, "plugins", ()) or ())
+    if not names:
+        from migrator import discovery
+
+        names = [p.name for p in discovery.discover(migrations_dir(metafunc.config))]
+    metafunc.parametrize("migrator_plugin", names, ids=names)
+
+
+@pytest.fixture(scope="session")
+def migrator_server_url() -> Iterator[str]:
+    """The PostgreSQL server for the tests: MIGRATOR_TEST_DATABASE_URL, else an embedded
+    server started for this session (per xdist worker) and stopped after it."""
+    if url := os.environ.get(TEST_DATABASE_VARIABLE):
+        yield url
+        return
+    from migrator import embedded
+
+    workdir = Path(tempfile.mkdtemp(prefix="migrator-pytest-"))
+    try:
+        try:
+            started = embedded.ensure_server(workdir / "pgdata")
+        except RuntimeError as exc:
+            pytest.fail(f"no test database: set {TEST_DATABASE_VARIABLE} or install "
+                        f"migrator[embedded] ({exc})", pytrace=False)
+        yield started
+    finally:
+        embedded.stop_server(workdir / "pgdata")
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def migrator_database_url(migrator_server_url: str) -> Iterator[str]:
+    """A new, empty database on the test server, dropped (with its connections) after the
+    test."""
+    import psycopg
+    from psycopg import sql
+
+    server = DatabaseUrl.parse(migrator_server_url, source=TEST_DATABASE_VARIABLE)
+    name = f"migrator_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server.conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield _with_database(migrator_server_url, name)
+    finally:
+        with psycopg.connect(server.conninfo, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture
+def migrator_migrations_dir(request: pytest.FixtureRequest) -> Path:
+    """The plugin trees under test."""
+    return migrations_dir(request.config)
+
+
+@pytest.fixture
+def migrator_settings(migrator_database_url: str, migrator_migrations_dir: Path,
+                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings for the test's database and trees, as the `migrator` command would build
+    them; runs write their summary to a file in tmp_path, never /dev/termination-log, and
+    their events to the test's stderr."""
+    monkeypatch.setenv("MIGRATOR_TERMINATION_LOG", str(tmp_path / "termination-log"))
+    # migrator's events go to this test's stderr: an earlier test may have left structlog
+    # writing to a stream that is closed now (capsys, typer's CliRunner).
+    from migrator import logs
+
+    logs.configure()
+    return Settings(database_url=DatabaseUrl.parse(migrator_database_url, source="test"),
+                    migrations_dir=migrator_migrations_dir, connect_timeout=10, lock_wait=60)
+
+
+@pytest.fixture
+def migrator_checks(migrator_settings: Settings) -> MigratorChecks:
+    """The ready-made checks on a fresh database."""
+    return MigratorChecks(migrator_settings)

@@ -1,0 +1,22 @@
+"""create items
+
+Revision ID: mixed_0001
+Revises:
+"""
+
+from alembic import op
+
+revision = "mixed_0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE items (id integer PRIMARY KEY, payload jsonb NOT NULL)")
+    op.execute("INSERT INTO items SELECT g, jsonb_build_object('name', 'n' || g) "
+               "FROM generate_series(1, 100) AS g")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE items")
