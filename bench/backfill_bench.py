@@ -384,9 +384,9 @@ def migrator_backfill(url: str, tree: Path, args: argparse.Namespace,
 
 
 def combine(runs: list[Outcome]) -> Outcome:
-    """One contender over its rounds: the median round's time, every round's samples."""
-    ordered = sorted(runs, key=lambda o: o.seconds)
-    middle = ordered[(len(ordered) - 1) // 2]
+    """One contender over its rounds: the best round's time (the least disturbed by whatever
+    else the machine ran, as timeit reports), every round's latency samples."""
+    middle = min(runs, key=lambda o: o.seconds)
     note = middle.note
     if len(runs) > 1 and middle.rows:
         note = (f"rounds: {', '.join(f'{o.extrapolated_seconds:.1f} s' for o in runs)}; "
@@ -420,8 +420,8 @@ def render(outcomes: list[Outcome], args: argparse.Namespace, facts: dict[str, s
         f"{args.rate} statements/s (half point SELECTs, half point UPDATEs of another column, "
         "each autocommit) on random ids, from a second process on two connections; latency "
         f"per statement. {args.rounds} interleaved rounds (the row-by-row loop and the "
-        "variant run once): "
-        "times are the median round's, latencies pool every round's samples.",
+        "variant run once): times are the best round's (every round's in the notes), "
+        "latencies pool every round's samples.",
         f"Measured {facts['date']} at commit {facts['commit']} with "
         f"`{benchlib.redact(facts['command'])}`.",
         "",
@@ -471,8 +471,12 @@ def render(outcomes: list[Outcome], args: argparse.Namespace, facts: dict[str, s
         "loop is gentle and slow (one commit per row). migrator's batches (defaults: the size "
         "adapts toward 50 ms a batch, starting at 1,000 rows) lock a few thousand rows for "
         "tens of milliseconds at a time. The last row, if present, is one non-default setting "
-        "for comparison (`--variant`), outside the targets. Raw samples: "
-        "`bench/work/logs/backfill-traffic-*.jsonl`.",
+        "for comparison (`--variant`), outside the targets. On a shared 2-core machine the "
+        "rounds of one contender differ by up to a third (notes): compare the two throughputs "
+        "with that in mind. What slows concurrent writes during any fast contender is WAL and "
+        "I/O contention (each commit flushes the WAL the bulk update wrote before it), not row "
+        "locks: a batch locks its rows for tens of milliseconds; `pause` trades throughput for "
+        "it. Raw samples: `bench/work/logs/backfill-traffic-*.jsonl`.",
         END,
     ]
     return "\n".join(lines)
@@ -562,7 +566,7 @@ def run_benchmark(args: argparse.Namespace, argv: list[str] | None) -> int:
                         "--to", "bench_0001"], env=env, check=True, capture_output=True)
         # Rounds interleave the contenders (the naive loop and the variant run once: one is
         # slow and only extrapolated, the other outside the targets); per contender, the
-        # median round's throughput and every round's latency samples pooled.
+        # best round's throughput and every round's latency samples pooled.
         rounds: dict[str, list[Outcome]] = {}
         for number in range(1, args.rounds + 1):
             log(f"round {number}: building {args.rows:,} rows")

@@ -23,9 +23,11 @@ from migrator.errors import ConfigError, Interrupted, MigratorError
 
 MIN_BATCH = 10
 MAX_BATCH = 100_000
-# With target_batch_time=None the batch size adapts toward this (measured in bench/RESULTS.md:
-# fast enough to beat 0.9x a single UPDATE, short enough that a concurrent write blocked by a
-# batch's row locks waits well under 100 ms). 0 keeps every batch at batch_size.
+# With target_batch_time=None the batch size adapts toward this (bench/RESULTS.md): long
+# enough that the per-batch cost (a round trip, a commit, the checkpoint row) is a few percent,
+# so the walk runs at about the speed of one big UPDATE; short enough that a concurrent write
+# waiting on a batch's row locks waits well under 100 ms, and that at any moment only a small
+# share of a big table is locked. 0 keeps every batch at batch_size.
 DEFAULT_TARGET_BATCH_TIME = 0.05
 # How far one adjustment may move the batch size: gradual, like a controller, not a jump.
 MAX_GROWTH, MAX_SHRINK = 1.5, 0.5
