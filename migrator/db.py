@@ -162,4 +162,8 @@ def sqlalchemy_engine(url: DatabaseUrl, *, timeout: float) -> Engine:
     def creator() -> Any:
         return connect(url, timeout=timeout, autocommit=False)
 
-    return create_engine("postgresql+psycopg://", creator=creator, poolclass=NullPool)
+    # NullPool closes each connection it gets back, which ends whatever transaction was open;
+    # the ROLLBACK a pool sends first would only fail, with a logged traceback, on a
+    # connection that was lost (terminated, server restarted).
+    return create_engine("postgresql+psycopg://", creator=creator, poolclass=NullPool,
+                         pool_reset_on_return=None)

@@ -504,19 +504,22 @@ class Runner:
             self._engine = db.sqlalchemy_engine(self.url, timeout=self.settings.connect_timeout)
         from sqlalchemy.exc import DBAPIError
 
-        if self._conn is None or self._conn.invalidated or self._conn.closed:
-            self._conn = self._engine.connect()
-        conn = self._conn
         try:
+            if self._conn is None or self._conn.invalidated or self._conn.closed:
+                # Its first connection also runs SQLAlchemy's dialect set-up queries.
+                self._conn = self._engine.connect()
+            conn = self._conn
             self._set_up(conn, plugin)
         except DBAPIError as exc:
             raise db.database_error(exc) from exc
         try:
             yield conn
-        except BaseException:
+        except BaseException as exc:
             if conn.in_transaction():
                 with suppress(Exception):  # the connection may be the thing that broke
                     conn.rollback()
+            if isinstance(exc, DBAPIError):  # outside a revision (a stamp): migrator's own
+                raise db.database_error(exc) from exc
             raise
 
     def _set_up(self, conn: Connection, plugin: Plugin) -> None:

@@ -295,11 +295,13 @@ def fault_loop(kind: str, url: str, migrations: Path, launch: Callable[..., Run]
         delay = rng.uniform(0, window)
         time.sleep(delay)
         hit = inject(run, rng)
+        code, output = run.wait()
+        if hit == "process" and code != -signal.SIGKILL:
+            hit = None  # it exited between the check and the kill
         if hit is not None:
             figures.faults += 1
             figures.hit[hit] += 1
         window = min(window * 1.1, 2.0) if hit else max(window * 0.8, 0.1)
-        code, output = run.wait()
         figures.iterations += 1
         figures.exits[code] += 1
         where = f"iteration {iteration} (delay {delay:.3f}s, exit {code})"
