@@ -174,3 +174,12 @@ def start_cli(tmp_path: Path) -> Iterator[StartCli]:
 def json_logs() -> Callable[[str], list[dict[str, Any]]]:
     """``json_logs(result.stderr)`` gives the JSON log events as dicts, skipping other lines."""
     return parse_json_lines
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Path:
+    """A copy of the example platform's trees (core, panels, analysis_results)."""
+    from helpers import EXAMPLE_PLATFORM
+
+    return Path(shutil.copytree(EXAMPLE_PLATFORM, tmp_path / "platform",
+                                ignore=shutil.ignore_patterns("__pycache__")))

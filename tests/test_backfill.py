@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -19,11 +18,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from helpers import settings_for, wait_until
 from psycopg import sql
 
 from migrator import BackfillError, backfill, commands, records
 from migrator.backfill import DEFAULT_TARGET_BATCH_TIME, MAX_BATCH, MIN_BATCH, BatchSizer, _validate
-from migrator.config import DatabaseUrl, Settings
 from migrator.locking import plugin_key
 
 Logs = Callable[[str], list[dict[str, Any]]]
@@ -45,11 +44,6 @@ def cli_env_for(cli_env: dict[str, str], url: str, tree: Path, **extra: str) -> 
             **extra}
 
 
-def settings_for(url: str, tree: Path, **overrides: Any) -> Settings:
-    return Settings(database_url=DatabaseUrl.parse(url, source="test"), migrations_dir=tree,
-                    connect_timeout=10, lock_wait=30, **overrides)
-
-
 def version_of(url: str, schema: str) -> list[str]:
     query = sql.SQL("SELECT version_num FROM {}").format(sql.Identifier(schema, "alembic_version"))
     return [row[0] for row in fetch(url, query)]
@@ -69,18 +63,6 @@ def progress(url: str, plugin: str = "bf") -> dict[str, Any]:
 
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("migrator: error:")]
-
-
-def wait_until(condition: Callable[[], bool], what: str,
-               process: subprocess.Popen[str] | None = None) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if process is not None and process.poll() is not None:
-            _, stderr = process.communicate()
-            pytest.fail(f"migrator exited {process.returncode} before {what}:\n{stderr}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def rows_done(url: str) -> int:

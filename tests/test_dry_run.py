@@ -5,17 +5,15 @@ annotated with its locks and the locked tables' row estimates."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from helpers import chain, settings_for
 from psycopg import sql
 
-from migrator import commands, discovery
-from migrator.config import DatabaseUrl, Settings
-from migrator.plan import oldest_first
+from migrator import commands
 from migrator.review import format_markdown, format_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -23,27 +21,8 @@ EXAMPLE_PLATFORM = REPO_ROOT / "plugin_migrations"
 
 
 
-def chain(plugin: str) -> tuple[str, ...]:
-    """The example platform's revisions of `plugin`, oldest first (the trees grow; the tests
-    follow them)."""
-    [found] = [p for p in discovery.discover(EXAMPLE_PLATFORM, entry_points=False)
-               if p.name == plugin]
-    return oldest_first(found, {r.revision for r in found.revisions})
-
-
 CORE, PANELS, RESULTS = chain("core"), chain("panels"), chain("analysis_results")
 TOTAL = len(CORE) + len(PANELS) + len(RESULTS)
-
-
-@pytest.fixture
-def platform(tmp_path: Path) -> Path:
-    return Path(shutil.copytree(EXAMPLE_PLATFORM, tmp_path / "platform",
-                                ignore=shutil.ignore_patterns("__pycache__")))
-
-
-def settings_for(database_url: str, migrations_dir: Path) -> Settings:
-    return Settings(database_url=DatabaseUrl.parse(database_url, source="test"),
-                    migrations_dir=migrations_dir, connect_timeout=10, lock_wait=30)
 
 
 def execute(url: str, *statements: str) -> None:

@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from helpers import wait_until
 from psycopg import sql
 
 from migrator.locking import plugin_key
@@ -77,18 +78,6 @@ def sleeping_backend(url: str, process: subprocess.Popen[str]) -> int:
                             f"{stderr}")
             time.sleep(0.02)
     pytest.fail("migrator never reached its slow revision")
-
-
-def wait_until(condition: Callable[[], bool], what: str,
-               process: subprocess.Popen[str] | None = None) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if process is not None and process.poll() is not None:
-            _, stderr = process.communicate()
-            pytest.fail(f"migrator exited {process.returncode} before {what}:\n{stderr}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def assert_at_head(url: str, plugin: str, revisions: list[str], tables: set[str]) -> None:

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
+from helpers import chain
 from psycopg import sql
 
-from migrator import commands, discovery
+from migrator import commands
 from migrator.config import DatabaseUrl, Settings
-from migrator.plan import oldest_first
 from migrator.sql_output import (
     AUTOCOMMIT_BLOCK,
     BACKFILL,
@@ -33,24 +32,9 @@ EXAMPLE_PLATFORM = REPO_ROOT / "plugin_migrations"
 
 
 
-def chain(plugin: str) -> tuple[str, ...]:
-    """The example platform's revisions of `plugin`, oldest first (the trees grow; the tests
-    follow them)."""
-    [found] = [p for p in discovery.discover(EXAMPLE_PLATFORM, entry_points=False)
-               if p.name == plugin]
-    return oldest_first(found, {r.revision for r in found.revisions})
-
-
 CORE, PANELS, RESULTS = chain("core"), chain("panels"), chain("analysis_results")
 TOTAL = len(CORE) + len(PANELS) + len(RESULTS)
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/postgres"
-
-
-@pytest.fixture
-def platform(tmp_path: Path) -> Path:
-    """A copy of the example platform's trees (core, panels, analysis_results)."""
-    return Path(shutil.copytree(EXAMPLE_PLATFORM, tmp_path / "platform",
-                                ignore=shutil.ignore_patterns("__pycache__")))
 
 
 def offline(migrations_dir: Path) -> Settings:

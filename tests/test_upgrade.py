@@ -18,11 +18,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from helpers import settings_for
 from psycopg import sql
 
 import migrator
 from migrator import commands
-from migrator.config import DatabaseUrl, Settings
 from migrator.errors import UsageError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -71,18 +71,6 @@ atexit.register(_dump)
 def _no_termination_log(monkeypatch: pytest.MonkeyPatch) -> None:
     # In-process runs must not write a termination message anywhere but where a test says.
     monkeypatch.delenv("MIGRATOR_TERMINATION_LOG", raising=False)
-
-
-@pytest.fixture
-def platform(tmp_path: Path) -> Path:
-    """A copy of the example platform's trees (core, panels, analysis_results)."""
-    return Path(shutil.copytree(EXAMPLE_PLATFORM, tmp_path / "platform",
-                                ignore=shutil.ignore_patterns("__pycache__")))
-
-
-def settings_for(database_url: str, migrations_dir: Path) -> Settings:
-    return Settings(database_url=DatabaseUrl.parse(database_url, source="test"),
-                    migrations_dir=migrations_dir, connect_timeout=10, lock_wait=30)
 
 
 def rows(url: str, query: str | sql.Composed, *params: Any) -> list[tuple[Any, ...]]:
