@@ -260,7 +260,7 @@ def _scoped(metadata: MetaData, schema: str) -> MetaData:
     for table in metadata.tables.values():
         if table.schema == schema:
             # None: the target MetaData's schema, None here (documented; the stub omits it)
-            table.to_metadata(scoped, schema=None)  # type: ignore[arg-type]
+            table.to_metadata(scoped, schema=None)  # type: ignore[arg-type]  # None = "no schema", as documented
         else:
             table.to_metadata(scoped)
     return scoped

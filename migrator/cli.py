@@ -51,7 +51,7 @@ def _handled(fn: F) -> F:
             typer.echo(f"migrator: error: {message}", err=True)
             raise typer.Exit(exc.exit_code) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature typer reads
 
 
 def _settings(ctx: typer.Context, **run_options: Any) -> Settings:
