@@ -8,7 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from migrator import discovery
 from migrator.config import DatabaseUrl, Settings
@@ -45,3 +47,26 @@ def wait_until(condition: Callable[[], bool], what: str,
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def fetch(url: str, query: str | sql.Composable, params: Any = None) -> list[Any]:
+    """Run one statement on `url` in autocommit; its rows (none for a statement without any)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(query, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def rows(url: str, query: str | sql.Composable, *params: Any) -> list[Any]:
+    """`fetch` with the parameters given positionally."""
+    return fetch(url, query, params)
+
+
+def version_of(url: str, schema: str) -> list[str]:
+    """The revisions in `schema`'s version table."""
+    query = sql.SQL("SELECT version_num FROM {}").format(sql.Identifier(schema, "alembic_version"))
+    return [row[0] for row in fetch(url, query)]
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The `migrator: error:` lines of a run's stderr."""
+    return [line for line in stderr.splitlines() if line.startswith("migrator: error:")]

@@ -18,8 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import settings_for, wait_until
-from psycopg import sql
+from helpers import error_lines, fetch, settings_for, version_of, wait_until
 
 from migrator import BackfillError, backfill, commands, records
 from migrator.backfill import DEFAULT_TARGET_BATCH_TIME, MAX_BATCH, MIN_BATCH, BatchSizer, _validate
@@ -33,20 +32,9 @@ DEADLINE = 60.0  # seconds any awaited state may take on a loaded machine
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def fetch(url: str, query: str | sql.Composable, params: tuple[Any, ...] | None = None
-          ) -> list[Any]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()
-
-
 def cli_env_for(cli_env: dict[str, str], url: str, tree: Path, **extra: str) -> dict[str, str]:
     return {**cli_env, "MIGRATOR_DATABASE_URL": url, "MIGRATOR_MIGRATIONS_DIR": str(tree),
             **extra}
-
-
-def version_of(url: str, schema: str) -> list[str]:
-    query = sql.SQL("SELECT version_num FROM {}").format(sql.Identifier(schema, "alembic_version"))
-    return [row[0] for row in fetch(url, query)]
 
 
 def counters(url: str) -> dict[int, int]:
@@ -59,10 +47,6 @@ def progress(url: str, plugin: str = "bf") -> dict[str, Any]:
                   "FROM migrator.backfill_progress WHERE plugin = %s", (plugin,))
     return dict(zip(("status", "rows_done", "batches_done", "last_key", "upper_key"), row,
                     strict=True))
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("migrator: error:")]
 
 
 def rows_done(url: str) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from helpers import error_lines
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 Tree = Callable[[str], Path]
@@ -30,10 +31,6 @@ def execute(url: str, *statements: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         for statement in statements:
             conn.execute(statement)
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("migrator: error:")]
 
 
 @pytest.fixture

@@ -17,8 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import settings_for
-from psycopg import sql
+from helpers import error_lines, rows, settings_for, version_of
 
 from migrator import commands
 from migrator.errors import FindingsReported
@@ -40,19 +39,9 @@ def _no_termination_log(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MIGRATOR_TERMINATION_LOG", raising=False)
 
 
-def rows(url: str, query: str | sql.Composed, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()
-
-
 def execute(url: str, statement: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(statement)
-
-
-def versions(url: str, schema: str) -> list[str]:
-    query = sql.SQL("SELECT version_num FROM {}").format(sql.Identifier(schema, "alembic_version"))
-    return [r[0] for r in rows(url, query)]
 
 
 def tables_in(url: str, schema: str) -> set[str]:
@@ -87,10 +76,6 @@ def table_lines(stdout: str) -> dict[str, list[str]]:
     return {cells[0]: cells for cells in (line.split() for line in stdout.splitlines()) if cells}
 
 
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("migrator: error:")]
-
-
 # -- downgrade -------------------------------------------------------------------------------
 
 
@@ -106,8 +91,8 @@ def test_downgrade_one_step_reverts_the_newest_revision(
                      "--to", "-1")
 
     assert result.returncode == 0, result.stderr
-    assert versions(database_url, "panels") == [PANELS[-2]]
-    assert versions(database_url, "core") == [CORE[-1]]
+    assert version_of(database_url, "panels") == [PANELS[-2]]
+    assert version_of(database_url, "core") == [CORE[-1]]
     assert rows(database_url, "SELECT revision FROM migrator.backfill_progress "
                 "WHERE plugin = 'panels'") == [(PANELS[-2],)]
     assert history(database_url, "panels")[-1] == (
@@ -126,7 +111,7 @@ def test_downgrade_to_a_revision_reverts_everything_after_it(
 
     commands.downgrade(settings, "panels", PANELS[0])
 
-    assert versions(database_url, "panels") == [PANELS[0]]
+    assert version_of(database_url, "panels") == [PANELS[0]]
     assert indexes_in(database_url, "panels") == {"pk_panels", "alembic_version_pkc"}
     assert [r[:3] for r in history(database_url, "panels")[len(PANELS):]] == [
         (rev, "down", "applied") for rev in reversed(PANELS[1:])]
@@ -142,9 +127,9 @@ def test_downgrade_to_base_empties_the_version_table_and_drops_the_plugins_table
 
     commands.downgrade(settings, "panels", "base")
 
-    assert versions(database_url, "panels") == []
+    assert version_of(database_url, "panels") == []
     assert tables_in(database_url, "panels") == {"alembic_version"}
-    assert versions(database_url, "core") == [CORE[-1]]
+    assert version_of(database_url, "core") == [CORE[-1]]
     assert [r[:3] for r in history(database_url, "panels")[len(PANELS):]] == [
         (rev, "down", "applied") for rev in reversed(PANELS)]
 
@@ -162,7 +147,7 @@ def test_downgrade_to_an_unreachable_destination_is_a_usage_error_that_changes_n
     ahead = run_cli(*db_args(database_url, platform), "downgrade", "--plugin", "panels",
                     "--to", PANELS[2])
 
-    assert versions(database_url, "panels") == [PANELS[1]]
+    assert version_of(database_url, "panels") == [PANELS[1]]
     assert [r[1] for r in history(database_url, "panels")] == ["up", "up"]
     assert (too_far.returncode, ahead.returncode) == (2, 2), too_far.stderr + ahead.stderr
     [too_far_line] = error_lines(too_far.stderr)
@@ -182,7 +167,7 @@ def test_stamp_head_on_an_empty_database_records_it_and_runs_nothing(
     result = run_cli(*db_args(database_url, platform), "stamp", "--plugin", "core", "head")
 
     assert result.returncode == 0, result.stderr
-    assert versions(database_url, "core") == [CORE[-1]]
+    assert version_of(database_url, "core") == [CORE[-1]]
     assert tables_in(database_url, "core") == {"alembic_version"}
     assert history(database_url, "core") == [
         (CORE[-1], "stamp", "applied", checksum_of(platform, "core", CORE[-1]))]
@@ -197,10 +182,10 @@ def test_stamp_a_revision_or_base_moves_only_the_version_table(
     commands.upgrade(settings, ["core"])
 
     commands.stamp(settings, "core", CORE[0])
-    assert versions(database_url, "core") == [CORE[0]]
+    assert version_of(database_url, "core") == [CORE[0]]
     commands.stamp(settings, "core", "base")
 
-    assert versions(database_url, "core") == []
+    assert version_of(database_url, "core") == []
     assert tables_in(database_url, "core") == {"accounts", "experiments", "alembic_version"}
     assert [r[:3] for r in history(database_url, "core")[3:]] == [
         (CORE[0], "stamp", "applied"), ("base", "stamp", "applied")]

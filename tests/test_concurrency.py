@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from helpers import error_lines, fetch, version_of
 from psycopg import sql
 
 from migrator.locking import plugin_key
@@ -21,21 +22,6 @@ Logs = Callable[[str], list[dict[str, Any]]]
 def cli_env_for(cli_env: dict[str, str], database_url: str, tree: Path) -> dict[str, str]:
     return {**cli_env, "MIGRATOR_DATABASE_URL": database_url,
             "MIGRATOR_MIGRATIONS_DIR": str(tree)}
-
-
-def fetch(url: str, query: str | sql.Composable, params: tuple[Any, ...] | None = None
-          ) -> list[Any]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()
-
-
-def version_of(url: str, schema: str) -> list[str]:
-    query = sql.SQL("SELECT version_num FROM {}").format(sql.Identifier(schema, "alembic_version"))
-    return [row[0] for row in fetch(url, query)]
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("migrator: error:")]
 
 
 def test_eight_runners_apply_each_revision_exactly_once(

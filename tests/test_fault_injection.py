@@ -37,6 +37,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import parse_json_lines, with_database
+from helpers import fetch
 from psycopg import sql
 
 from migrator.embedded import ensure_server, stop_server
@@ -144,12 +145,6 @@ def launch(forkserver: ForkServerContext, tmp_path: Path, cli_env: dict[str, str
 
 
 # -- reading the database's state -------------------------------------------------------------
-
-
-def fetch(url: str, query: str | sql.Composable, params: Any = None) -> list[Any]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        cursor = conn.execute(query, params)
-        return cursor.fetchall() if cursor.description else []
 
 
 def migrator_backends(url: str) -> list[int]:

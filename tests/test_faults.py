@@ -17,8 +17,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psycopg
 import pytest
-from helpers import wait_until
-from psycopg import sql
+from helpers import error_lines, fetch, version_of, wait_until
 
 from migrator.locking import plugin_key
 
@@ -34,17 +33,6 @@ def cli_env_for(cli_env: dict[str, str], database_url: str, tree: Path,
             "MIGRATOR_MIGRATIONS_DIR": str(tree), **extra}
 
 
-def fetch(url: str, query: str | sql.Composable, params: tuple[Any, ...] | None = None
-          ) -> list[Any]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()
-
-
-def version_of(url: str, schema: str) -> list[str]:
-    query = sql.SQL("SELECT version_num FROM {}").format(sql.Identifier(schema, "alembic_version"))
-    return [row[0] for row in fetch(url, query)]
-
-
 def tables_of(url: str, schema: str) -> set[str]:
     rows = fetch(url, "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))
     return {row[0] for row in rows} - {"alembic_version"}
@@ -55,10 +43,6 @@ def history_of(url: str, plugin: str, outcome: str = "applied") -> list[str]:
     rows = fetch(url, "SELECT revision FROM migrator.history WHERE plugin = %s "
                  "AND direction = 'up' AND outcome = %s ORDER BY id", (plugin, outcome))
     return [row[0] for row in rows]
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("migrator: error:")]
 
 
 def sleeping_backend(url: str, process: subprocess.Popen[str]) -> int:

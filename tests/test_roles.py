@@ -21,21 +21,12 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 from conftest import parse_json_lines, with_database
+from helpers import error_lines, fetch
 from psycopg import sql
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 Tree = Callable[[str], Path]
 SCHEMAS = ("iso_core", "iso_intruder", "iso_panels")
-
-
-def fetch(url: str, query: str | sql.Composable, params: Any = None) -> list[Any]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        cursor = conn.execute(query, params)
-        return cursor.fetchall() if cursor.description else []
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("migrator: error:")]
 
 
 @pytest.fixture

@@ -18,8 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import settings_for
-from psycopg import sql
+from helpers import error_lines, rows, settings_for, version_of
 
 import migrator
 from migrator import commands
@@ -73,16 +72,6 @@ def _no_termination_log(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MIGRATOR_TERMINATION_LOG", raising=False)
 
 
-def rows(url: str, query: str | sql.Composed, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()
-
-
-def versions(url: str, schema: str) -> list[str]:
-    query = sql.SQL("SELECT version_num FROM {}").format(sql.Identifier(schema, "alembic_version"))
-    return [r[0] for r in rows(url, query)]
-
-
 def tables_in(url: str, schema: str) -> set[str]:
     return {r[0] for r in rows(url, "SELECT table_name FROM information_schema.tables "
                                     "WHERE table_schema = %s", schema)}
@@ -133,10 +122,6 @@ def finished(events: list[dict[str, Any]]) -> dict[str, Any]:
     return event
 
 
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("migrator: error:")]
-
-
 # -- the example platform -------------------------------------------------------------------
 
 
@@ -151,7 +136,7 @@ def test_upgrade_from_empty_migrates_every_plugin_into_its_own_schema(
 
     assert {"core", "panels", "analysis_results", "migrator"} <= schemas(database_url)
     for schema, head in HEADS.items():
-        assert versions(database_url, schema) == [head]
+        assert version_of(database_url, schema) == [head]
         assert alembic_heads(database_url, schema) == (head,)
         assert tables_in(database_url, schema) == TABLES[schema] | {"alembic_version"}
     assert tables_in(database_url, "public") == set()
@@ -260,8 +245,8 @@ def test_upgrade_of_one_plugin_migrates_its_dependencies_first_and_nothing_else(
                      "upgrade", "--plugin", "panels")
 
     assert result.returncode == 0, result.stderr
-    assert versions(database_url, "core") == [CORE[-1]]
-    assert versions(database_url, "panels") == [PANELS[-1]]
+    assert version_of(database_url, "core") == [CORE[-1]]
+    assert version_of(database_url, "panels") == [PANELS[-1]]
     assert "analysis_results" not in schemas(database_url)
     assert [r["plugin"] for r in history(database_url)] == ["core"] * 3 + ["panels"] * len(PANELS)
     summary = finished(json_logs(result.stderr))
@@ -275,7 +260,7 @@ def test_upgrade_to_a_revision_stops_there(database_url: str, platform: Path,
                      "upgrade", "--plugin", "core", "--to", CORE[1])
 
     assert result.returncode == 0, result.stderr
-    assert versions(database_url, "core") == [CORE[1]]
+    assert version_of(database_url, "core") == [CORE[1]]
     assert tables_in(database_url, "core") == {"accounts", "experiments", "alembic_version"}
     columns = {r[0] for r in rows(database_url, "SELECT column_name FROM "
                                   "information_schema.columns WHERE table_schema = 'core' "
@@ -335,7 +320,7 @@ def test_failed_revision_rolls_back_records_failure_and_rerun_after_fix_reaches_
     assert SHOP[1] in line
     assert 'relation "no_such_table" does not exist' in line
     assert "Traceback" not in result.stderr
-    assert versions(database_url, "shop") == [SHOP[0]]
+    assert version_of(database_url, "shop") == [SHOP[0]]
     assert tables_in(database_url, "shop") == {"items", "alembic_version"}
     records = history(database_url, "shop")
     assert [(r["revision"], r["direction"], r["outcome"]) for r in records] == [
@@ -349,7 +334,7 @@ def test_failed_revision_rolls_back_records_failure_and_rerun_after_fix_reaches_
     rerun = run_cli(*args)
 
     assert rerun.returncode == 0, rerun.stderr
-    assert versions(database_url, "shop") == [SHOP[2]]
+    assert version_of(database_url, "shop") == [SHOP[2]]
     assert rows(database_url, "SELECT id FROM shop.leftovers") == [(1,)]
     assert [(r["revision"], r["outcome"]) for r in history(database_url, "shop")][2:] == [
         (SHOP[1], "applied"), (SHOP[2], "applied")]
@@ -414,7 +399,7 @@ def test_concurrent_index_in_autocommit_block_is_built_valid_and_stamped(
                               "JOIN pg_namespace n ON n.oid = c.relnamespace "
                               "WHERE n.nspname = 'catalog' AND c.relname = 'ix_products_name'"
                 ) == [(True, True)]
-    assert versions(database_url, "catalog") == ["c0ffee000002"]
+    assert version_of(database_url, "catalog") == ["c0ffee000002"]
     assert [(r["revision"], r["direction"], r["outcome"])
             for r in history(database_url, "catalog")] == [
         ("c0ffee000001", "up", "applied"), ("c0ffee000002", "up", "applied")]
