@@ -482,17 +482,6 @@ def render(outcomes: list[Outcome], args: argparse.Namespace, facts: dict[str, s
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
-
-
 def git_revision() -> str:
     try:
         rev = subprocess.run(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"],
@@ -591,7 +580,7 @@ def run_benchmark(args: argparse.Namespace, argv: list[str] | None) -> int:
     facts["load_after"] = f"{os.getloadavg()[0]:.2f}"
     section = render(outcomes, args, facts)
     print(section)
-    write_section(args.results, section)
+    benchlib.write_section(args.results, section, BEGIN, END)
     log(f"wrote {args.results} in {time.monotonic() - started:.0f} s")
     return 0
 

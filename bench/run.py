@@ -379,18 +379,6 @@ def render_section(
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -489,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     facts["load_after"] = load_average()
     section = render_section(args, settings, facts, outcome, rounds)
     print(section)
-    write_section(args.results, section)
+    benchlib.write_section(args.results, section, BEGIN, END)
     raw = {
         "facts": facts,
         "args": {k: str(v) for k, v in vars(args).items()},

@@ -210,14 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "through the same offline `MigrationContext`.",
         END,
     ])
-    text = args.results.read_text() if args.results.exists() else "# Benchmark results\n"
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    args.results.write_text(text)
+    benchlib.write_section(args.results, section, BEGIN, END)
     print(section)
     return 0
 
