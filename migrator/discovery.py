@@ -407,14 +407,20 @@ def order_by_dependencies(plugins: Mapping[str, Plugin]) -> list[Plugin]:
     return ordered
 
 
+def reachable(start: Iterable[str], edges: Mapping[str, Iterable[str]]) -> set[str]:
+    """`start` and everything reachable from it along `edges` (a plugin's dependencies, a
+    revision's parents)."""
+    seen: set[str] = set()
+    stack = list(start)
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(edges.get(node, ()))
+    return seen
+
+
 def with_dependencies(plugins: list[Plugin], names: Iterable[str]) -> list[Plugin]:
     """The named plugins and everything they depend on, in dependency order."""
-    by_name = {p.name: p for p in plugins}
-    wanted: set[str] = set()
-    stack = list(names)
-    while stack:
-        name = stack.pop()
-        if name not in wanted:
-            wanted.add(name)
-            stack.extend(by_name[name].depends_on)
+    wanted = reachable(names, {p.name: p.depends_on for p in plugins})
     return [p for p in plugins if p.name in wanted]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from migrator.discovery import Plugin
+from migrator.discovery import Plugin, reachable
 from migrator.errors import UnknownRevision, UsageError
 
 UP_TO_DATE = "up_to_date"
@@ -19,15 +19,7 @@ ORPHANED = "orphaned"
 
 def ancestry(plugin: Plugin, revisions: Sequence[str]) -> set[str]:
     """`revisions` and every revision they descend from."""
-    parents = {rev.revision: rev.down_revisions for rev in plugin.revisions}
-    seen: set[str] = set()
-    stack = list(revisions)
-    while stack:
-        rev = stack.pop()
-        if rev not in seen:
-            seen.add(rev)
-            stack.extend(parents.get(rev, ()))
-    return seen
+    return reachable(revisions, {rev.revision: rev.down_revisions for rev in plugin.revisions})
 
 
 def oldest_first(plugin: Plugin, revisions: set[str]) -> tuple[str, ...]:
