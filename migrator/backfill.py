@@ -11,6 +11,7 @@ retried per batch (`migrator.retries`); the batch size adapts toward a target du
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,7 +20,7 @@ from typing import Any
 
 from migrator.config import parse_duration
 from migrator.environment import RevisionEnvironment, current_environment
-from migrator.errors import ConfigError, Interrupted, MigratorError
+from migrator.errors import BackfillError, ConfigError, ConnectionLost, Interrupted
 
 MIN_BATCH = 10
 MAX_BATCH = 100_000
@@ -37,10 +38,9 @@ PROGRESS_TABLE = ("migrator", "backfill_progress")
 RENDER_HOOK = "migrator.backfill_rendered"
 
 
-class BackfillError(MigratorError):
-    """A backfill was called wrongly, or a batch failed past its retries (exit 1)."""
+__all__ = ["BackfillError", "BackfillResult", "backfill"]
 
-    exit_code = 1
+DEFAULT_BATCH_SIZE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,7 @@ def backfill(
     key: str | Sequence[str] = "id",
     params: Mapping[str, Any] | None = None,
     name: str | None = None,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     pause: float | str = 0,
     target_batch_time: float | str | None = None,
     statement_timeout: float | str = "30s",
@@ -114,12 +114,15 @@ def backfill(
         key: a unique, indexed column (or tuple of columns) walked in ascending order.
         params: values for ``:name`` parameters in ``set`` and ``where``.
         name: the backfill's name in ``migrator.backfill_progress`` (default: the table name).
-        batch_size: rows in the first batch; later batches adapt (``target_batch_time``).
+        batch_size: rows per batch. Given alone, every batch has exactly this many keys (the
+            last one fewer); given with ``target_batch_time``, the first batch has this many
+            and later ones adapt. Neither given: migrator's default start (1000) adapting
+            toward 50 ms a batch.
         pause: seconds (or ``"250ms"``) to sleep between batches, to leave the server room.
         target_batch_time: adapt the batch size, gradually, so a batch takes about this long.
-            None (the default) aims at 50 ms: batches long enough to run at about the speed
-            of one big UPDATE, short enough that a concurrent write waiting on a batch's row
-            locks waits well under 100 ms. ``0`` keeps every batch at ``batch_size`` rows.
+            Without it and without ``batch_size``, migrator aims at 50 ms: batches long enough
+            to run at about the speed of one big UPDATE, short enough that a concurrent write
+            waiting on a batch's row locks waits well under 100 ms.
         statement_timeout: per batch; a batch that hits it is split in half and retried.
         max_retries: retries per batch of transient errors (serialization failure, deadlock,
             lock or statement timeout, server shutdown, lost connection — reconnecting).
@@ -154,7 +157,7 @@ def backfill(
 
 def _validate(table: str, set_: str | None, transform: Any, columns: Sequence[str],
               where: str | None, key: str | Sequence[str], params: Mapping[str, Any] | None,
-              name: str | None, batch_size: int, pause: float | str,
+              name: str | None, batch_size: int | None, pause: float | str,
               target_batch_time: float | str | None, statement_timeout: float | str,
               max_retries: int) -> _Spec:
     if (set_ is None) == (transform is None):
@@ -170,8 +173,10 @@ def _validate(table: str, set_: str | None, transform: Any, columns: Sequence[st
     if len(parts) > 2 or not keys:
         raise BackfillError(f"backfill({table!r}): table must be 'table' or 'schema.table' and "
                             "key at least one column")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise BackfillError(f"backfill({table!r}): batch_size must be a positive integer")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(
+            batch_size, int) or not 1 <= batch_size <= MAX_BATCH):
+        raise BackfillError(f"backfill({table!r}): batch_size must be a whole number from 1 "
+                            f"to {MAX_BATCH}, got {batch_size!r}")
     if max_retries < 0:
         raise BackfillError(f"backfill({table!r}): max_retries must not be negative")
     what = f"backfill({table!r})"
@@ -183,22 +188,31 @@ def _validate(table: str, set_: str | None, transform: Any, columns: Sequence[st
                    if value is not None}
     except ConfigError as exc:
         raise BackfillError(str(exc)) from None
+    # The contract: an explicit size alone is fixed; with a target it starts there and adapts;
+    # neither, migrator's default start adapting toward its default target.
+    if "target_batch_time" in seconds:
+        target: float | None = seconds["target_batch_time"] or None
+    else:
+        target = None if batch_size is not None else DEFAULT_TARGET_BATCH_TIME
     return _Spec(
         table=parts, key=keys, set=set_, transform=transform, columns=tuple(columns),
-        where=where, params=dict(params or {}), name=name or parts[-1], batch_size=batch_size,
-        pause=seconds["pause"],
-        target_batch_time=seconds.get("target_batch_time", DEFAULT_TARGET_BATCH_TIME) or None,
+        where=where, params=dict(params or {}), name=name or parts[-1],
+        batch_size=batch_size or DEFAULT_BATCH_SIZE, pause=seconds["pause"],
+        target_batch_time=target,
         statement_timeout=seconds["statement_timeout"], max_retries=max_retries)
 
 
 def _refuse_after_schema_changes(context: Any, spec: _Spec,
                                  environment: RevisionEnvironment) -> None:
     """A backfill must not share a revision with DDL: the DDL's locks would be held for the
-    whole walk. The revision's transaction has an xid exactly when it has written something."""
+    whole walk. A transaction that changed anything holds a lock stronger than a reader's
+    (ACCESS SHARE) on what it changed; migrator's own transaction id alone does not count."""
     from sqlalchemy import text
 
-    wrote = context.connection.execute(
-        text("SELECT pg_current_xact_id_if_assigned() IS NOT NULL")).scalar()
+    wrote = context.connection.execute(text(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_locks WHERE pid = pg_backend_pid() "
+        "AND granted AND locktype IN ('relation', 'object') AND mode <> 'AccessShareLock')"
+    )).scalar()
     if wrote:
         raise BackfillError(
             f"plugin {environment.plugin!r} revision {environment.current_revision()}: "
@@ -319,6 +333,11 @@ class _Walk:
 
     def _check_stop(self) -> None:
         if self.env.should_stop():
+            if self.state is not None and self.conn is not None and not self.conn.closed:
+                import psycopg
+
+                with contextlib.suppress(psycopg.Error):  # best effort: resumes either way
+                    self.statements.mark(self.state, "paused")
             raise Interrupted(
                 f"plugin {self.env.plugin!r} revision {self.revision}: backfill "
                 f"{self.spec.name!r} stopped after {self.state.rows_done if self.state else 0} "
@@ -385,6 +404,7 @@ class _Walk:
 
     def _batch(self, state: Any) -> Any:
         size = self.sizer.size
+        self._reset()
         began = self.clock()
         new_state = self.statements.run_batch(state, size)
         elapsed = self.clock() - began
@@ -419,10 +439,7 @@ class _Walk:
             self.sizer.split()
             action = "split"
         if retries.connection_lost(exc) or self.conn is None or self.conn.closed:
-            action = "reconnect"
-            self._close()
-            self._connect()
-            self.statements.conn = self.conn
+            raise self._lost(exc)
         self.log.warning("backfill.retry", plugin=self.env.plugin, revision=self.revision,
                          backfill=self.spec.name, attempt=attempt, of=self.spec.max_retries,
                          action=action, batch_size=self.sizer.size,
@@ -432,27 +449,38 @@ class _Walk:
     def _mark_failed(self) -> None:
         import psycopg
 
-        try:
-            if self.conn is None or self.conn.closed:
-                self._connect()
-                self.statements.conn = self.conn
-            self.statements.mark_failed(self.state)
-        except psycopg.Error:  # best effort: the checkpoint itself is intact either way
-            pass
+        if self.conn is None or self.conn.closed:
+            return
+        with contextlib.suppress(psycopg.Error):  # best effort: the checkpoint is intact
+            self.statements.mark(self.state, "failed")
 
     # -- connection -------------------------------------------------------------------------
 
     def _connect(self) -> None:
-        self.conn = self.env.connect()
+        """The work session, which holds the plugin's lock: a batch runs only while it is
+        held. Lost, it is not replaced (the lock went with it): the backfill stops, exit 4,
+        and the next run resumes from the checkpoint."""
+        self.conn = self.env.session()
+        if self.conn.closed:
+            raise self._lost(None)
+        self._reset()
+
+    def _reset(self) -> None:
+        """Each batch starts from migrator's own settings, plus the batch's statement_timeout."""
+        self.env.reset()
         self.conn.execute("SELECT set_config('statement_timeout', %s, false)",
-                          (f"{int(self.spec.statement_timeout * 1000)}ms",))
+                          (f"{max(1, int(self.spec.statement_timeout * 1000))}ms",))
+
+    def _lost(self, exc: BaseException | None) -> ConnectionLost:
+        cause = f" ({_message(exc)})" if exc is not None else ""
+        done = self.state.rows_done if self.state else 0
+        return ConnectionLost(
+            f"plugin {self.env.plugin!r} revision {self.revision}: backfill "
+            f"{self.spec.name!r} lost the database connection, and with it the plugin's "
+            f"lock{cause}; {done} rows are done and checkpointed, rerun to resume")
 
     def _close(self) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            finally:
-                self.conn = None
+        self.conn = None  # the work session stays open: it is the runner's
 
 
 def _key_text(key: Any) -> str:

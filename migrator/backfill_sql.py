@@ -58,7 +58,7 @@ def start(conn: psycopg.Connection[Any], plugin: str, revision: str, spec: _Spec
             (plugin, revision, spec.name)).fetchone()
         assert row is not None
         status, last_key, upper_key, rows_done, batches_done = row
-        if status == "failed":
+        if status in ("failed", "paused"):
             status = "running"
         if status != "done" and upper_key is None:
             # The walk is bounded by the largest key present when it first starts: rows
@@ -127,12 +127,13 @@ class Statements:
                 return current
             return self._transform_batch(current, size)
 
-    def mark_failed(self, state: State) -> None:
-        """Best effort: the batch failed past its retries; `status` shows it as failed."""
+    def mark(self, state: State, status: str) -> None:
+        """Best effort: `failed` (a batch failed past its retries) or `paused` (stopped; the
+        next run resumes), as `status` shows it."""
         self.conn.execute(sql.SQL(
-            "UPDATE {} SET status = 'failed', updated_at = now() WHERE plugin = %s "
+            "UPDATE {} SET status = %s, updated_at = now() WHERE plugin = %s "
             "AND revision = %s AND name = %s AND status = 'running'").format(_PROGRESS),
-            (state.plugin, state.revision, state.name))
+            (status, state.plugin, state.revision, state.name))
 
     def _lock_checkpoint(self, state: State, *, lock: bool = True) -> State:
         row = self.conn.execute(sql.SQL(
@@ -145,7 +146,7 @@ class Statements:
                 f"the checkpoint row of backfill {state.name!r} disappeared")
         status, last_key, rows_done, batches_done = row
         moved = (last_key, batches_done) != (state.last_key, state.batches_done)
-        return replace(state, status="running" if status == "failed" else status,
+        return replace(state, status="running" if status in ("failed", "paused") else status,
                        last_key=last_key, rows_done=rows_done, batches_done=batches_done,
                        batch_keys=0, batch_rows=0, moved=moved)
 

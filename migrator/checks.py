@@ -27,12 +27,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psycopg
 from psycopg import sql
 
-from migrator import db, records
+from migrator import connections, db
 from migrator.config import DatabaseUrl
 from migrator.discovery import Plugin
 from migrator.errors import TreeError
 from migrator.logs import get_logger
 from migrator.plan import ancestry
+from migrator.steps import revision_checksum
 
 if TYPE_CHECKING:
     from sqlalchemy import MetaData
@@ -96,7 +97,7 @@ def run(conn: psycopg.Connection[Any], url: DatabaseUrl, plugins: Sequence[Plugi
         orphans: Iterable[Orphan], *, connect_timeout: float = 10.0) -> Report:
     """Every check, in a stable order: per plugin, then orphans, then invalid indexes."""
     orphans = tuple(orphans)
-    current = db.read_current_revisions(conn, [p.schema for p in plugins])
+    current = db.read_current_revisions(conn, plugins)
     applied = _applied_checksums(conn)
     findings: list[Finding] = []
     drift_skipped: list[str] = []
@@ -158,7 +159,7 @@ def _changed_revisions(plugin: Plugin, revisions: tuple[str, ...],
         if rev.revision not in applied or rev.revision not in recorded:
             continue
         checksum, when = recorded[rev.revision]
-        now = records.checksum(rev.path)
+        now = revision_checksum(plugin, rev.revision) or ""
         if now != checksum:
             findings.append(Finding(
                 kind=CHANGED_REVISION, plugin=plugin.name, revision=rev.revision,
@@ -276,7 +277,8 @@ def model_drift(url: DatabaseUrl, plugin: Plugin, *, connect_timeout: float) -> 
     metadata = _scoped(load_metadata(plugin), plugin.schema)
 
     def creator() -> psycopg.Connection[Any]:
-        conn = db.connect(url, timeout=connect_timeout, autocommit=False)
+        conn: psycopg.Connection[Any] = connections.connect(url, timeout=connect_timeout,
+                                                            autocommit=False)
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(plugin.schema)))
         conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
         conn.commit()

@@ -299,7 +299,9 @@ def upgrade_command(
     elif dry_run:
         _emit_review(commands.upgrade_dry_run(settings, plugin or [], to=to), output)
     else:
-        commands.upgrade(settings, plugin or [], to=to)
+        from migrator import runs
+
+        runs.upgrade(settings, plugin or [], to=to)
 
 
 @app.command("downgrade")
@@ -313,25 +315,31 @@ def downgrade_command(
         "--from", help="With --sql: start from this revision instead of the head",
         show_default=False)] = None,
     output_dir: OutputDir = None, output: PlanFormatOption = None,
+    cascade: Annotated[bool, typer.Option(
+        "--cascade", help="First revert the applied plugins that depend on this one to base, "
+        "dependents first")] = False,
     lock_wait: LockWait = None, lock_timeout: LockTimeout = None, retries: Retries = None,
-    isolate_roles: IsolateRoles = None, jobs: Jobs = None,
+    isolate_roles: IsolateRoles = None,
 ) -> None:
     """Revert one plugin to an earlier revision, N steps back, or to base.
 
     --sql prints the SQL offline (from the head, or --from); --dry-run shows what it would revert.
+    When applied plugins depend on it, it refuses (exit 2) unless --cascade is given.
 
     Example: migrator downgrade --plugin panels --to -1
     """
     _review_flags(sql, dry_run, start, output_dir, output)
     settings = _settings(ctx, **_run_options(lock_wait, lock_timeout, retries, isolate_roles,
-                                             jobs))
+                                             None))
     if sql:
         _emit_sql([commands.downgrade_sql(settings, plugin, to, start=start)],
                   "migrator downgrade --sql", output_dir)
     elif dry_run:
         _emit_review(commands.downgrade_dry_run(settings, plugin, to), output)
     else:
-        commands.downgrade(settings, plugin, to)
+        from migrator import runs
+
+        runs.downgrade(settings, plugin, to, cascade=cascade)
 
 
 @app.command("lint")
@@ -371,15 +379,39 @@ def stamp_command(
     revision: Annotated[str, typer.Argument(help="Revision id, head or base")],
     plugin: Annotated[str, typer.Option("--plugin", "-p", help="The plugin to stamp")],
     lock_wait: LockWait = None, lock_timeout: LockTimeout = None, retries: Retries = None,
-    isolate_roles: IsolateRoles = None, jobs: Jobs = None,
+    isolate_roles: IsolateRoles = None,
 ) -> None:
     """Record a revision as applied without running it (adopting an existing schema).
 
     Example: migrator stamp --plugin panels head
     """
     settings = _settings(ctx, **_run_options(lock_wait, lock_timeout, retries, isolate_roles,
-                                             jobs))
-    commands.stamp(settings, plugin, revision)
+                                             None))
+    from migrator import runs
+
+    runs.stamp(settings, plugin, revision)
+
+
+@app.command("repair")
+@_handled
+def repair_command(
+    ctx: typer.Context,
+    plugin: Annotated[str, typer.Option("--plugin", "-p", help="The plugin whose edits to "
+                                        "accept")],
+) -> None:
+    """Accept intentional edits of applied revisions: record their current checksums
+    (history rows with direction repair), so `check` no longer reports them.
+
+    Example: migrator repair --plugin panels
+    """
+    settings = _settings(ctx)
+    commands.require_database(settings)
+    from migrator import runs
+
+    repaired = runs.repair(settings, plugin)
+    for row in repaired:
+        typer.echo(f"{plugin} {row['revision']}: checksum {row['old'][:12]} -> {row['new'][:12]}")
+    typer.echo(f"repair: {len(repaired)} revision(s) of {plugin} accepted as edited")
 
 
 @app.command("history")

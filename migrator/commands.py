@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from migrator import checks, db, discovery, records
+from migrator import checks, connections, db, discovery, records
 from migrator.config import Settings
 from migrator.discovery import Plugin
 from migrator.errors import (
     ConfigError,
+    DatabaseUnreachable,
     FindingsReported,
-    Interrupted,
-    MigratorError,
     UnknownPlugin,
     UsageError,
     WaitTimeout,
 )
-from migrator.logs import get_logger, redact
+from migrator.logs import first_line, get_logger
 from migrator.plan import ORPHANED, PENDING, UNKNOWN_REVISION, Plan, PluginPlan, resolve_revision
 
 if TYPE_CHECKING:
@@ -74,7 +71,7 @@ def plugin_named(found: list[Plugin], name: str) -> Plugin:
 def connection(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
     """The autocommit connection a command reads with (and holds advisory locks on)."""
     url = db.resolve_url(settings)
-    conn = db.connect(url, timeout=settings.connect_timeout)
+    conn = connections.connect(url, timeout=settings.connect_timeout)
     try:
         yield conn
     except psycopg.Error as exc:
@@ -94,6 +91,7 @@ class Orphan:
     name: str
     schema: str
     current: tuple[str, ...]
+    version_table: str = db.VERSION_TABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +119,7 @@ class Status:
 
 def read_plan(conn: psycopg.Connection[Any], selected: list[Plugin],
               targets: dict[str, str] | None = None) -> Plan:
-    current = db.read_current_revisions(conn, [p.schema for p in selected])
+    current = db.read_current_revisions(conn, selected)
     return Plan.build(selected, current, targets=targets)
 
 
@@ -143,9 +141,10 @@ def _orphans(conn: psycopg.Connection[Any], found: list[Plugin]) -> tuple[Orphan
     if not candidates:
         return ()
     present = set(db.schemas_with_version_table(conn, candidates.values()))
-    current = db.read_current_revisions(conn, present)
-    return tuple(Orphan(name, schema, current.get(schema, ()))
-                 for name, schema in sorted(candidates.items()) if schema in present)
+    orphans = [Orphan(name, schema, ()) for name, schema in sorted(candidates.items())
+               if schema in present]
+    current = db.read_current_revisions(conn, orphans)
+    return tuple(Orphan(o.name, o.schema, current.get(o.schema, ())) for o in orphans)
 
 
 def _unfinished_backfills(conn: psycopg.Connection[Any], names: list[str]
@@ -192,136 +191,10 @@ def check_findings(report: checks.Report) -> None:
         raise FindingsReported(report.summary())
 
 
-# -- runs -----------------------------------------------------------------------------------
+# -- downgrade targets -----------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class RunSummary:
-    """The one-line account of a run, for the log and the termination message."""
-
-    command: str
-    outcome: str = "success"
-    plugins: list[dict[str, Any]] = field(default_factory=list)
-    duration_ms: int = 0
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        result: dict[str, Any] = {"command": self.command, "outcome": self.outcome,
-                                  "duration_ms": self.duration_ms, "plugins": self.plugins}
-        if self.error:
-            result["error"] = self.error
-        return result
-
-
-def upgrade(settings: Settings, names: Sequence[str] = (), *, to: str | None = None) -> RunSummary:
-    """Apply pending revisions in dependency order; the named plugins' dependencies first."""
-    if to is not None and len(names) != 1:
-        raise UsageError(
-            "--to needs exactly one --plugin (a revision belongs to one plugin's tree)")
-    with _reported("upgrade") as summary:
-        found = plugins(settings)
-        selected = select(found, names, with_dependencies=True)
-        targets = ({names[0]: resolve_revision(plugin_named(found, names[0]), to)}
-                   if to is not None else {})  # `--to ''` names no revision: refused
-        with connection(settings) as conn:
-            plan = read_plan(conn, selected, targets)
-            plan.require_known_revisions()
-            summary.plugins = [_unchanged(p) for p in plan.plugins]
-            if plan.pending:
-                _apply(settings, conn, found, plan, summary)
-            if settings.isolate_roles:
-                _isolate(settings, conn, found, plan)
-    return summary
-
-
-def _isolate(settings: Settings, conn: psycopg.Connection[Any], found: list[Plugin],
-             plan: Plan) -> None:
-    """--isolate-roles also for plugins with nothing pending (the option turned on for an
-    existing database); one catalog query when every schema is already its role's."""
-    from migrator import roles
-
-    stale = set(roles.needing_setup(conn, [p.plugin.schema for p in plan.plugins if p.current]))
-    if stale:
-        with _runner(settings, conn, found, []) as runner:
-            for item in plan.plugins:
-                if item.plugin.schema in stale:
-                    runner.isolate(item.plugin)
-
-
-@contextmanager
-def _reported(command: str) -> Iterator[RunSummary]:
-    """The run summary of a command that changes the database: logged and written to the
-    termination message however the command ends."""
-    summary = RunSummary(command=command)
-    started = time.monotonic()
-    try:
-        yield summary
-    except MigratorError as exc:
-        summary.outcome = "interrupted" if exc.exit_code == Interrupted.exit_code else "failed"
-        summary.error = redact(str(exc))
-        raise
-    finally:
-        summary.duration_ms = int((time.monotonic() - started) * 1000)
-        finish(summary)
-
-
-def _unchanged(item: PluginPlan) -> dict[str, Any]:
-    return {"plugin": item.name, "from": item.current_label, "to": item.current_label,
-            "applied": 0, "duration_ms": 0,
-            "outcome": "pending" if item.pending else "up_to_date"}
-
-
-def _apply(settings: Settings, conn: psycopg.Connection[Any], found: list[Plugin], plan: Plan,
-           summary: RunSummary) -> None:
-    from migrator.runner import Runner, StopRequest
-
-    by_name = {entry["plugin"]: entry for entry in summary.plugins}
-    with StopRequest().installed() as stop:
-        runner = Runner(settings, db.resolve_url(settings), conn, stop,
-                        schemas={p.name: p.schema for p in found})
-        try:
-            runner.prepare([item.plugin for item in plan.pending])
-            if settings.jobs > 1 and len(plan.pending) > 1:
-                from migrator.parallel import upgrade_in_parallel
-
-                for item in plan.pending:
-                    by_name[item.name]["outcome"] = "running"
-                upgrade_in_parallel(
-                    settings, list(plan.pending), {p.name: p.schema for p in found}, stop,
-                    on_result=lambda result: by_name[result["plugin"]].update(result))
-                return
-            for item in plan.pending:
-                by_name[item.name]["outcome"] = "running"
-                runner.upgrade(item)
-                stop.check("between plugins")
-        finally:
-            for name, outcome in runner.outcomes.items():
-                by_name[name].update(outcome.as_dict())
-            for entry in summary.plugins:
-                if entry["outcome"] in ("pending", "running"):
-                    entry["outcome"] = "not_run"
-            runner.close()
-
-
-def downgrade(settings: Settings, name: str, to: str) -> RunSummary:
-    """Revert one plugin to `to`: a revision, `-N` (N steps back) or `base`."""
-    with _reported("downgrade") as summary:
-        found = plugins(settings)
-        plugin = plugin_named(found, name)
-        destination = _downgrade_destination(plugin, to)
-        with connection(settings) as conn:
-            plan = read_plan(conn, [plugin])
-            plan.require_known_revisions()
-            _check_downgrade_reachable(plan.plugins[0], destination)
-            with _runner(settings, conn, found, [plugin]) as runner:
-                try:
-                    runner.downgrade(plugin, destination)
-                finally:
-                    summary.plugins = [o.as_dict() for o in runner.outcomes.values()]
-    return summary
-
-
-def _downgrade_destination(plugin: Plugin, to: str) -> str:
+def downgrade_destination(plugin: Plugin, to: str) -> str:
     if to == "base":
         return "base"
     if to.startswith("-"):
@@ -331,7 +204,7 @@ def _downgrade_destination(plugin: Plugin, to: str) -> str:
     return resolve_revision(plugin, to)
 
 
-def _check_downgrade_reachable(item: PluginPlan, destination: str) -> None:
+def check_downgrade_reachable(item: PluginPlan, destination: str) -> None:
     """Refuse, before anything runs, a destination that is not below the current revision."""
     from migrator.plan import ancestry
 
@@ -352,54 +225,6 @@ def _check_downgrade_reachable(item: PluginPlan, destination: str) -> None:
             f"goes back (to go forward: migrator upgrade --plugin {item.name} --to "
             f"{destination})")
 
-
-def stamp(settings: Settings, name: str, revision: str) -> RunSummary:
-    """Record `revision` (or `head` / `base`) as applied without running it."""
-    with _reported("stamp") as summary:
-        found = plugins(settings)
-        plugin = plugin_named(found, name)
-        target = "base" if revision == "base" else resolve_revision(plugin, revision)
-        with connection(settings) as conn, _runner(settings, conn, found, [plugin]) as runner:
-            try:
-                runner.stamp(plugin, target)
-            finally:
-                summary.plugins = [o.as_dict() for o in runner.outcomes.values()]
-    return summary
-
-
-@contextmanager
-def _runner(settings: Settings, conn: psycopg.Connection[Any], found: list[Plugin],
-            plugins_to_run: list[Plugin]) -> Iterator[Any]:
-    """A Runner with signal handling installed and the trees that will run loaded."""
-    from migrator.runner import Runner, StopRequest
-
-    with StopRequest().installed() as stop:
-        runner = Runner(settings, db.resolve_url(settings), conn, stop,
-                        schemas={p.name: p.schema for p in found})
-        try:
-            runner.prepare(plugins_to_run)
-            yield runner
-        finally:
-            runner.close()
-
-
-def finish(summary: RunSummary) -> None:
-    """Log `run.finished` and write the Kubernetes termination message when there is one."""
-    document = summary.as_dict()
-    get_logger().info("run.finished", **document)
-    path = Path(os.environ.get("MIGRATOR_TERMINATION_LOG") or TERMINATION_LOG)
-    if not path.parent.is_dir() or (path == TERMINATION_LOG and not path.exists()):
-        return
-    text = json.dumps(document, separators=(",", ":"), default=str)
-    if len(text.encode()) > TERMINATION_LOG_LIMIT:
-        changed = [p for p in summary.plugins if p.get("outcome") != "up_to_date"]
-        brief = {**document, "plugins": changed[:20],
-                 "plugins_up_to_date": len(summary.plugins) - len(changed)}
-        text = json.dumps(brief, separators=(",", ":"), default=str)[:TERMINATION_LOG_LIMIT]
-    try:
-        path.write_text(redact(text), encoding="utf-8")
-    except OSError as exc:
-        get_logger().warning("termination_log.unwritable", path=str(path), error=exc.strerror)
 
 
 # -- review: offline SQL, dry runs, lint ------------------------------------------------------
@@ -431,10 +256,10 @@ def downgrade_sql(settings: Settings, name: str, to: str, *, start: str | None =
     from migrator.sql_output import render_downgrade
 
     plugin = plugin_named(plugins(settings), name)
-    destination = _downgrade_destination(plugin, to)
+    destination = downgrade_destination(plugin, to)
     begin = plugin.head if start is None else resolve_revision(plugin, start)
     item = PluginPlan.build(plugin, (begin,) if begin else ())
-    _check_downgrade_reachable(item, destination)
+    check_downgrade_reachable(item, destination)
     return render_downgrade(plugin, start=item.current, destination=destination,
                             lock_timeout=settings.lock_timeout)
 
@@ -463,11 +288,11 @@ def downgrade_dry_run(settings: Settings, name: str, to: str) -> Any:
     from migrator import review
 
     plugin = plugin_named(plugins(settings), name)
-    destination = _downgrade_destination(plugin, to)
+    destination = downgrade_destination(plugin, to)
     with review.read_only(settings) as conn:
         plan = read_plan(conn, [plugin])
         plan.require_known_revisions()
-        _check_downgrade_reachable(plan.plugins[0], destination)
+        check_downgrade_reachable(plan.plugins[0], destination)
         return review.review_downgrade(conn, plan.plugins[0], destination,
                                        lock_timeout=settings.lock_timeout)
 
@@ -518,16 +343,14 @@ def wait(settings: Settings, *, timeout: float, interval: float = 2.0,
     reason = "not checked yet"
     while True:
         try:
-            with psycopg.connect(url.conninfo, autocommit=True, connect_timeout=5,
-                                 application_name=db.application_name()) as conn:
+            with connections.connect(url, timeout=0) as conn:
                 plan = read_plan(conn, found)
             if not plan.pending and not plan.unknown:
                 log.info("wait.ready", plugins=len(found))
                 return plan
             reason = "pending: " + ", ".join(p.name for p in (*plan.pending, *plan.unknown))
-        except psycopg.Error as exc:
-            reason = "database not reachable: " + redact(str(exc).strip().splitlines()[0]
-                                                          if str(exc).strip() else "error")
+        except (psycopg.Error, DatabaseUnreachable) as exc:
+            reason = "database not reachable: " + first_line(exc)
         if clock() >= deadline:
             raise WaitTimeout(f"gave up after {timeout:g}s waiting for migrations ({reason}); "
                               "check the migration job or init container logs")

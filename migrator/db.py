@@ -1,30 +1,48 @@
-"""Connections: where the database is, connecting with retries, and the fast revision read."""
+"""The database side of a run: the work session, migrator's session settings, and the fast
+read of every plugin's current revision.
+
+A `WorkSession` is one PostgreSQL session. It holds the advisory lock of the plugin being
+migrated and runs that plugin's revisions, stamps and backfill batches itself, so losing the
+session loses the lock with it: nothing can run a plugin's work without provably holding its
+lock (the fence of DESIGN.md "How a run goes" 4). `session_settings` is the one place that
+composes `search_path`; every revision, retry and backfill batch starts from it.
+"""
 
 from __future__ import annotations
 
-import os
-import socket
-import time
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
 from migrator.config import DatabaseUrl, Settings
-from migrator.errors import ConfigError, ConnectionLost, DatabaseError, DatabaseUnreachable
-from migrator.logs import get_logger, redact
+from migrator.errors import (
+    ConfigError,
+    ConnectionLost,
+    DatabaseError,
+    PoolerDetected,
+    TargetRefused,
+)
+from migrator.logs import first_line
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from typing import Protocol
 
-EMBEDDED_PGDATA = Path(".migrator") / "pgdata"
+    class Versioned(Protocol):
+        """Anything with a schema (and perhaps a `version_table`): a plugin, an orphan."""
+
+        @property
+        def schema(self) -> str: ...
+
+EMBEDDED_PGDATA_PARTS = (".migrator", "pgdata")
 VERSION_TABLE = "alembic_version"
 NO_DATABASE_HELP = (
     "no database configured; pass --database-url postgresql://USER@HOST/DB, set "
     "MIGRATOR_DATABASE_URL or MIGRATOR_DATABASE_URL_FILE, or use --embedded for a local server"
 )
+READ_ONLY_SQLSTATE = "25006"
 
 
 def resolve_url(settings: Settings) -> DatabaseUrl:
@@ -32,138 +50,210 @@ def resolve_url(settings: Settings) -> DatabaseUrl:
     if settings.database_url is not None:
         return settings.database_url
     if settings.embedded:
+        from pathlib import Path
+
         from migrator import embedded
 
         try:
-            return DatabaseUrl.parse(embedded.ensure_server(EMBEDDED_PGDATA.resolve()),
+            return DatabaseUrl.parse(embedded.ensure_server(Path(*EMBEDDED_PGDATA_PARTS).resolve()),
                                      source="embedded server")
         except RuntimeError as exc:
             raise ConfigError(str(exc)) from None
     raise ConfigError(NO_DATABASE_HELP)
 
 
-def host_identity() -> str:
-    """Who is running: the pod name in Kubernetes (HOSTNAME), else the host name."""
-    return os.environ.get("HOSTNAME") or socket.gethostname()
+def session_settings(schema: str, *, lock_timeout: float,
+                     role: str | None = None) -> list[sql.Composable]:
+    """migrator's own session state, from a clean slate: what a revision, a retry or a backfill
+    batch starts from. Whatever a revision `SET` (search_path, lock_timeout, statement_timeout,
+    the role, anything) is undone here; what migrator does not set is the database's default.
+    Runs outside a transaction (a SET inside one that rolls back would be undone too)."""
+    path = [sql.Identifier(schema)] + ([sql.Identifier("public")] if schema != "public" else [])
+    return [
+        sql.SQL("RESET ALL"),
+        # RESET ALL leaves these two alone (PostgreSQL marks them GUC_NO_RESET_ALL).
+        sql.SQL("SET SESSION AUTHORIZATION DEFAULT"),
+        sql.SQL("RESET ROLE"),
+        *([sql.SQL("SET ROLE {}").format(sql.Identifier(role))] if role else []),
+        sql.SQL("SET search_path TO {}").format(sql.SQL(", ").join(path)),
+        sql.SQL("SET lock_timeout = {}").format(
+            sql.Literal(f"{max(1, round(lock_timeout * 1000))}ms")),
+        # migrator's sessions are immune to the server's idle timeouts (a revision may spend
+        # minutes in Python between statements; a waiter idles between polls).
+        sql.SQL("SET idle_session_timeout = 0"),
+        sql.SQL("SET idle_in_transaction_session_timeout = 0"),
+        # Commits need not wait for their WAL flush; each plugin's last one does (steps.py).
+        sql.SQL("SET synchronous_commit = off"),
+    ]
 
 
-def application_name() -> str:
-    return f"migrator@{host_identity()}"[:63]
+def version_table(plugin: Versioned) -> sql.Identifier:
+    return sql.Identifier(plugin.schema, getattr(plugin, "version_table", VERSION_TABLE))
 
 
-def connect(
-    url: DatabaseUrl, *, timeout: float, autocommit: bool = True
-) -> psycopg.Connection[Any]:
-    """Connect, retrying with backoff while the server is unreachable, for `timeout` seconds."""
+class WorkSession:
+    """One session doing a run's work: locks, setup, revisions, stamps, backfill batches.
 
-    def attempt(seconds_left: float) -> psycopg.Connection[Any]:
-        return psycopg.connect(url.conninfo, autocommit=autocommit,
-                               application_name=application_name(),
-                               connect_timeout=max(2, min(int(seconds_left), 10)))
+    The psycopg connection is kept with `autocommit` off, as SQLAlchemy and Alembic expect;
+    migrator's own statements between transactions run in `autocommit()` blocks, so a waiter
+    or an idle session never holds a transaction open.
+    """
 
+    def __init__(self, conn: psycopg.Connection[Any], *, lock_timeout: float) -> None:
+        self.conn = conn
+        self.lock_timeout = lock_timeout
+        self.locked: str | None = None  # the plugin whose lock this session holds
+        self.role: str | None = None  # --isolate-roles: the role the plugin's work runs as
+        self.backend_pid = conn.info.backend_pid
+
+    @contextmanager
+    def autocommit(self) -> Iterator[psycopg.Connection[Any]]:
+        """The connection in autocommit mode (it must be idle: outside any transaction)."""
+        before = self.conn.autocommit  # True inside a revision's autocommit_block
+        self.conn.autocommit = True
+        try:
+            yield self.conn
+        finally:
+            if (not before and not self.conn.closed
+                    and self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE):
+                self.conn.autocommit = False
+
+    def reset_to_login_role(self, schema: str) -> None:
+        """migrator's own settings as its login role, before a plugin's lock and set-up, and
+        before a failed attempt's history row: nothing a revision `SET` carries over."""
+        with guarded(), self.autocommit() as conn:
+            conn.execute(sql.SQL("; ").join(
+                session_settings(schema, lock_timeout=self.lock_timeout)))
+
+    def reset(self, plugin: Versioned) -> None:
+        """Back to migrator's own settings for `plugin`: one round trip, no transaction."""
+        with guarded(), self.autocommit() as conn:
+            conn.execute(sql.SQL("; ").join(
+                session_settings(plugin.schema, lock_timeout=self.lock_timeout,
+                                 role=self.role)))
+
+    def check_fence(self) -> None:
+        """Refuse to go on when this session does not hold its plugin's lock where the server
+        sees it: a transaction pooler (PgBouncer in transaction mode) hands consecutive
+        transactions to different server sessions, so a session lock would guard nothing."""
+        from migrator import locking
+
+        assert self.locked is not None
+        with self.autocommit() as conn:
+            row = conn.execute(
+                "SELECT pg_backend_pid(), EXISTS (SELECT FROM pg_catalog.pg_locks WHERE "
+                "locktype = 'advisory' AND pid = pg_backend_pid() AND granted AND objsubid = 1 "
+                "AND classid::bigint = %s AND objid::bigint = %s)",
+                locking.key_parts(locking.plugin_key(self.locked))).fetchone()
+        if row is None or row[0] != self.backend_pid or not row[1]:
+            raise PoolerDetected(
+                "the connection's transactions reach different PostgreSQL sessions (a "
+                "transaction pooler such as PgBouncer in transaction mode?): migrator's session "
+                "locks would not hold; connect to PostgreSQL directly, or through a pooler in "
+                "session mode")
+
+    def close(self) -> None:
+        with suppress(psycopg.Error):  # closing a broken connection
+            self.conn.close()
+
+
+def require_writable(conn: psycopg.Connection[Any], target: str) -> None:
+    """A standby or a read-only database cannot be migrated, and waiting will not change it."""
+    row = conn.execute("SELECT pg_catalog.pg_is_in_recovery(), "
+                       "pg_catalog.current_setting('transaction_read_only')").fetchone()
+    if row is not None and row[0]:
+        raise TargetRefused(f"database {target} is a standby (in recovery): migrations can only "
+                            "run on the primary; point --database-url at it")
+    if row is not None and row[1] == "on":
+        raise TargetRefused(f"database {target} is read-only (default_transaction_read_only); "
+                            "migrate it through a read-write connection or role")
+
+
+@contextmanager
+def guarded() -> Iterator[None]:
+    """psycopg errors of migrator's own statements, as migrator's errors."""
     try:
-        return attempt(timeout)
-    except psycopg.OperationalError as first:
-        if timeout <= 0:
-            raise _unreachable(url, first, timeout) from None
-    from migrator import retries
-
-    log = get_logger()
-
-    def on_retry(number: int, exc: BaseException, delay: float) -> None:
-        log.warning("db.connect_retry", attempt=number, retry_in_s=round(delay, 2),
-                    error=_first_line(exc), database=url.safe)
-
-    started = time.monotonic()
-    try:
-        connection: psycopg.Connection[Any] = retries.retry_connect(
-            attempt, timeout=timeout, on_retry=on_retry)
-    except psycopg.OperationalError as exc:
-        raise _unreachable(url, exc, time.monotonic() - started) from None
-    return connection
+        yield
+    except Exception as exc:
+        # psycopg's own errors, and SQLAlchemy's wrapping of them (`.orig`).
+        original = exc if isinstance(exc, psycopg.Error) else getattr(exc, "orig", None)
+        if isinstance(original, psycopg.Error):
+            raise database_error(original) from exc
+        raise
 
 
-def _unreachable(url: DatabaseUrl, exc: BaseException, waited: float) -> DatabaseUnreachable:
-    return DatabaseUnreachable(
-        f"database {url.safe} unreachable after {waited:.0f}s: {_first_line(exc)}; check the "
-        "host, credentials and network, or raise --connect-timeout")
-
-
-def database_error(exc: BaseException) -> DatabaseError | ConnectionLost:
+def database_error(exc: BaseException) -> DatabaseError | ConnectionLost | TargetRefused:
     """A refused statement of migrator's own, as a one-line error (exit 1); a connection that
-    went away (server restart, failover, pg_terminate_backend) is ConnectionLost (exit 4)."""
+    went away (server restart, failover, pg_terminate_backend) is ConnectionLost (exit 4); a
+    read-only target is TargetRefused (exit 2)."""
     from migrator import retries
 
     if retries.connection_lost(exc):
         return ConnectionLost(
-            f"lost the database connection ({_first_line(exc)}); whatever was in flight was "
+            f"lost the database connection ({first_line(exc)}); whatever was in flight was "
             "rolled back, every plugin is at a revision boundary: rerun once the database is "
             "reachable")
-    return DatabaseError(f"the database refused a statement of migrator's: {_first_line(exc)}; "
+    if retries.sqlstate(exc) == READ_ONLY_SQLSTATE:
+        return TargetRefused(f"the database is read-only ({first_line(exc)}); migrate it "
+                             "through a read-write connection to the primary")
+    return DatabaseError(f"the database refused a statement of migrator's: {first_line(exc)}; "
                          "check the login role's privileges and the plugin schemas, then rerun")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return redact(text[0] if text else type(exc).__name__)
+# -- reading the current revisions ---------------------------------------------------------
 
 
 def read_current_revisions(
-    conn: psycopg.Connection[Any], schemas: Iterable[str]
+    conn: psycopg.Connection[Any], plugins: Iterable[Versioned]
 ) -> dict[str, tuple[str, ...]]:
-    """Each schema's revisions from its version table; absent schemas are left out.
+    """Each plugin's revisions (by schema) from its version table; plugins whose version
+    table does not exist are left out.
 
-    The common case (every version table exists) is answered by one UNION ALL query; only
-    when a table is missing does a catalog query narrow the read to the tables that exist.
+    Catalog-guided: only ordinary tables without row-level security are read (`FROM ONLY`),
+    so a view or a policy a plugin put in place of its version table never runs code as the
+    role reading it. Two queries: the catalog's list of readable version tables, then one
+    UNION ALL over them.
     """
-    wanted = sorted(set(schemas))
+    wanted = sorted({(p.schema, getattr(p, "version_table", VERSION_TABLE)) for p in plugins})
     if not wanted:
         return {}
-    try:
-        return _read_versions(conn, wanted)
-    except psycopg.errors.UndefinedTable:
-        if not conn.autocommit:
-            conn.rollback()
-    existing = schemas_with_version_table(conn, wanted)
-    return _read_versions(conn, existing) if existing else {}
-
-
-def _read_versions(conn: psycopg.Connection[Any], schemas: list[str]) -> dict[str, tuple[str, ...]]:
+    tables = readable_version_tables(conn, wanted)
+    if not tables:
+        return {}
     query = sql.SQL(" UNION ALL ").join(
-        sql.SQL("SELECT {}::text, version_num::text FROM {}").format(
-            sql.Literal(schema), sql.Identifier(schema, VERSION_TABLE))
-        for schema in schemas)
-    found: dict[str, list[str]] = {}
+        sql.SQL("SELECT {}::text, version_num::text FROM ONLY {}").format(
+            sql.Literal(schema), sql.Identifier(schema, table))
+        for schema, table in tables)
+    found: dict[str, list[str]] = {schema: [] for schema, _ in tables}
     for schema, version in conn.execute(query).fetchall():
-        found.setdefault(schema, []).append(version)
-    return {schema: tuple(sorted(found.get(schema, []))) for schema in schemas}
+        found[schema].append(version)
+    return {schema: tuple(sorted(versions)) for schema, versions in found.items()}
 
 
-def schemas_with_version_table(
-    conn: psycopg.Connection[Any], schemas: Iterable[str] | None = None
-) -> list[str]:
-    """Schemas that hold an `alembic_version` table (all of them when `schemas` is None)."""
+def readable_version_tables(conn: psycopg.Connection[Any], wanted: list[tuple[str, str]]
+                            ) -> list[tuple[str, str]]:
+    """The (schema, table) pairs of `wanted` that are ordinary tables with a `version_num`
+    column and no row-level security."""
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname FROM unnest(%s::text[], %s::text[]) AS w(s, t) "
+        "JOIN pg_catalog.pg_namespace n ON n.nspname = w.s "
+        "JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = w.t "
+        "WHERE c.relkind = 'r' AND NOT c.relrowsecurity AND EXISTS (SELECT FROM "
+        "pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'version_num' "
+        "AND NOT a.attisdropped) ORDER BY 1",
+        ([s for s, _ in wanted], [t for _, t in wanted])).fetchall()
+    return [(schema, table) for schema, table in rows]
+
+
+def schemas_with_version_table(conn: psycopg.Connection[Any],
+                               schemas: Iterable[str] | None = None,
+                               table: str = VERSION_TABLE) -> list[str]:
+    """Schemas that hold a version table named `table` (all of them when `schemas` is None)."""
+    chosen = None if schemas is None else list(schemas)
     rows = conn.execute(
         "SELECT n.nspname FROM pg_catalog.pg_class c "
         "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.relname = %s AND c.relkind IN ('r', 'p') "
         "AND (%s::text[] IS NULL OR n.nspname = ANY(%s::text[])) ORDER BY 1",
-        (VERSION_TABLE, None if schemas is None else list(schemas),
-         None if schemas is None else list(schemas)),
-    ).fetchall()
+        (table, chosen, chosen)).fetchall()
     return [row[0] for row in rows]
-
-
-def sqlalchemy_engine(url: DatabaseUrl, *, timeout: float) -> Engine:
-    """A SQLAlchemy engine (psycopg 3) whose connections come from `connect` with retries."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.pool import NullPool
-
-    def creator() -> Any:
-        return connect(url, timeout=timeout, autocommit=False)
-
-    # NullPool closes each connection it gets back, which ends whatever transaction was open;
-    # the ROLLBACK a pool sends first would only fail, with a logged traceback, on a
-    # connection that was lost (terminated, server restarted).
-    return create_engine("postgresql+psycopg://", creator=creator, poolclass=NullPool,
-                         pool_reset_on_return=None)

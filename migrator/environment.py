@@ -1,6 +1,6 @@
-"""What a running revision can reach of migrator: the meeting point of runner and backfill.
+"""What a running revision can reach of migrator: the meeting point of steps and backfill.
 
-The runner puts a `RevisionEnvironment` into Alembic's migration context options under
+`migrator.steps` puts a `RevisionEnvironment` into Alembic's migration context options under
 `ENVIRONMENT_KEY`; `migrator.backfill` finds it through `op.get_context()`, the way Alembic's
 `op` reaches its implementation. Neither module imports the other.
 """
@@ -19,13 +19,19 @@ ENVIRONMENT_KEY = "migrator"
 
 @dataclass(frozen=True, slots=True)
 class RevisionEnvironment:
-    """The plugin being migrated, the revision running now, and how to get a connection."""
+    """The plugin being migrated, the revision running now, and its work session.
+
+    `session()` is the psycopg connection that holds the plugin's lock (a backfill runs its
+    batches on it, so a batch runs only while the lock is held); `reset()` puts migrator's own
+    settings back on it (each batch starts from them)."""
 
     plugin: str
     schema: str
     current_revision: Callable[[], str | None]
-    connect: Callable[[], psycopg.Connection[Any]]  # new, autocommit, set up like the revision's
+    session: Callable[[], psycopg.Connection[Any]]
+    reset: Callable[[], None]
     should_stop: Callable[[], bool]
+    forced: Callable[[], bool]
     log: Any
 
 

@@ -26,6 +26,12 @@ def plugin_key(plugin: str) -> int:
     return advisory_key(f"migrator:plugin:{plugin}")
 
 
+def key_parts(key: int) -> tuple[int, int]:
+    """(classid, objid) of a bigint advisory lock key, as pg_locks shows it."""
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    return unsigned >> 32, unsigned & 0xFFFFFFFF
+
+
 @dataclass(frozen=True, slots=True)
 class Holder:
     pid: int
@@ -40,7 +46,6 @@ class Holder:
 
 def lock_holder(conn: psycopg.Connection[Any], key: int) -> Holder | None:
     """Who holds the advisory lock `key`, from pg_locks and pg_stat_activity."""
-    unsigned = key & 0xFFFFFFFFFFFFFFFF
     row = conn.execute(
         "SELECT a.pid, coalesce(a.application_name, ''), host(a.client_addr), "
         "a.backend_start::text FROM pg_catalog.pg_locks l "
@@ -48,7 +53,7 @@ def lock_holder(conn: psycopg.Connection[Any], key: int) -> Holder | None:
         "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
         "AND l.classid::bigint = %s AND l.objid::bigint = %s AND l.database = "
         "(SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())",
-        (unsigned >> 32, unsigned & 0xFFFFFFFF)).fetchone()
+        key_parts(key)).fetchone()
     if row is None:
         return None
     pid, app, host, since = row
@@ -61,7 +66,9 @@ def acquire(
     sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
     rng: random.Random | None = None,
 ) -> None:
-    """Take `plugin`'s session lock on the autocommit connection `conn`, polling with jitter.
+    """Take `plugin`'s session lock on the autocommit connection `conn`, polling with jitter
+    (between polls `conn` holds no transaction, so a waiter cannot deadlock with a peer's
+    `CREATE INDEX CONCURRENTLY`).
 
     Logs the holder at the first wait and every few seconds; raises LockWaitTimeout after
     `wait` seconds and Interrupted when `should_stop()` turns true while waiting.

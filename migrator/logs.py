@@ -88,6 +88,14 @@ def redact(text: str) -> str:
     return text
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (the database's own, for a psycopg error wrapped
+    by SQLAlchemy), password-free; the error's type name when it has no message."""
+    original = getattr(exc, "orig", None) or exc
+    text = str(original).strip().splitlines()
+    return redact(text[0] if text else type(exc).__name__)
+
+
 def redact_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:

@@ -16,15 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from migrator import db
 from migrator.config import Settings
-from migrator.errors import Interrupted, MigratorError
+from migrator.errors import Interrupted, MigratorError, WorkerDied
 from migrator.logs import get_logger
+from migrator.summary import Outcome, PluginOutcome
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection as Pipe
     from multiprocessing.process import BaseProcess
 
     from migrator.plan import PluginPlan
-    from migrator.runner import StopRequest
+    from migrator.stopping import StopRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,20 +34,22 @@ class ChildResult:
     outcome: dict[str, Any] | None
     error: str | None = None
     exit_code: int = 0
+    signal_name: str | None = None
+    died: bool = False  # the worker ended without sending this
 
 
 def _child(settings: Settings, item: PluginPlan, schemas: dict[str, str], pipe: Pipe) -> None:
     """Runs in the forked process: fresh connections, one plugin, result sent back."""
-    from migrator.runner import Runner, StopRequest
+    from migrator.runner import Runner
+    from migrator.stopping import StopRequest
 
     # The parent forwards SIGTERM/SIGINT; until our own handler is installed, ignore them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     outcome: dict[str, Any] | None = None
     try:
         url = db.resolve_url(settings)
-        conn = db.connect(url, timeout=settings.connect_timeout)
         with StopRequest().installed() as stop:
-            runner = Runner(settings, url, conn, stop, schemas=schemas)
+            runner = Runner(settings, url, stop, schemas=schemas)
             try:
                 runner.upgrade(item)
             finally:
@@ -93,17 +96,20 @@ def upgrade_in_parallel(settings: Settings, items: list[PluginPlan], schemas: di
             running[ready.name] = (process, receive)
             log.debug("job.started", plugin=ready.name, pid=process.pid)
         for name, (process, receive) in list(running.items()):
+            result: ChildResult | None = None
             if receive.poll(0.05):
-                result: ChildResult = receive.recv()
+                try:
+                    result = receive.recv()
+                except EOFError:  # the worker died with the pipe open
+                    result = _died(name, process, items)
             elif not process.is_alive():
-                result = ChildResult(name, None, f"plugin {name!r}: its worker process died "
-                                     f"(exit {process.exitcode}); rerun to continue", 1)
+                result = _died(name, process, items)
             else:
                 continue
             process.join()
             del running[name]
             if result.outcome is not None:
-                on_result(result.outcome)
+                on_result(PluginOutcome.from_dict(result.outcome))
             if result.error is None:
                 finished.add(name)
             elif first_error is None or first_error.exit_code == Interrupted.exit_code:
@@ -113,7 +119,34 @@ def upgrade_in_parallel(settings: Settings, items: list[PluginPlan], schemas: di
         if running:
             time.sleep(0.01)
     if first_error is not None:
-        error = MigratorError(first_error.error or "a worker failed")
-        error.exit_code = first_error.exit_code
-        raise error
+        raise _error_of(first_error)
     stop.check("between plugins")
+
+
+def _died(name: str, process: BaseProcess, items: list[PluginPlan]) -> ChildResult:
+    """A worker that ended without a result: killed by a signal (the OOM killer's SIGKILL) or
+    gone some other way. Its plugin is failed, never reported as a success."""
+    process.join()
+    code = process.exitcode
+    signal_name = signal.Signals(-code).name if code is not None and code < 0 else None
+    how = f"was killed by {signal_name}" if signal_name else f"exited with status {code}"
+    item = next(i for i in items if i.name == name)
+    outcome = PluginOutcome(name, item.current_label, None, outcome=Outcome.FAILED)
+    return ChildResult(name, outcome.as_dict(),
+                       f"plugin {name!r}: its worker process {how} before reporting; the "
+                       "plugin is at a revision boundary (see migrator status), rerun to "
+                       "continue", WorkerDied.exit_code, signal_name, died=True)
+
+
+def _error_of(result: ChildResult) -> MigratorError:
+    """The worker's error as the parent raises it, with the worker's exit code."""
+    if result.died:
+        return WorkerDied(result.error or "", plugin=result.plugin,
+                          signal_name=result.signal_name)
+    error = _WorkerFailed(result.error or f"plugin {result.plugin!r}: its worker failed")
+    error.exit_code = result.exit_code
+    return error
+
+
+class _WorkerFailed(MigratorError):
+    """An error a worker reported (its message and exit code, carried over the pipe)."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from migrator import db, sql_scan
+from migrator import connections, db, sql_scan
 from migrator.config import Settings
 from migrator.plan import Plan, PluginPlan
 from migrator.sql_output import (
@@ -38,8 +38,8 @@ StatementKey = tuple[str, str, int]  # plugin, revision, index in the revision's
 @contextmanager
 def read_only(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
     """A connection whose every transaction is READ ONLY; rolled back and closed after."""
-    conn = db.connect(db.resolve_url(settings), timeout=settings.connect_timeout,
-                      autocommit=False)
+    conn = connections.connect(db.resolve_url(settings), timeout=settings.connect_timeout,
+                               autocommit=False)
     try:
         conn.read_only = True
         yield conn

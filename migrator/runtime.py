@@ -164,7 +164,7 @@ class PluginDatabase:
         The same server, schema, search_path and SQL as production: JSONB containment,
         schemas and transactional DDL behave exactly as they will there.
         """
-        from migrator import commands, embedded
+        from migrator import commands, embedded, runs
         from migrator.config import Settings
 
         url = DatabaseUrl.parse(embedded.ensure_server(Path(pgdata).resolve()),
@@ -172,7 +172,7 @@ class PluginDatabase:
         settings = Settings(database_url=url, migrations_dir=Path(migrations_dir))
         found = commands.plugin_named(commands.plugins(settings), plugin)
         if migrate:
-            commands.upgrade(settings, [plugin])
+            runs.upgrade(settings, [plugin])
         return cls(plugin=plugin, schema=found.schema, url=url, engine_options=engine_options)
 
     # -- engines and sessions ------------------------------------------------------------------

@@ -328,14 +328,14 @@ def _plugin_connection(url: DatabaseUrl, plugin: Plugin) -> Iterator[Connection]
     from sqlalchemy.exc import DBAPIError
     from sqlalchemy.pool import NullPool
 
-    from migrator import db
+    from migrator import connections, db
     from migrator.runtime import sqlalchemy_url
 
     try:
-        with db.connect(url, timeout=10) as raw:
+        with connections.connect(url, timeout=10) as raw:
             raw.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                 sql.Identifier(plugin.schema)))
-            current = db.read_current_revisions(raw, [plugin.schema]).get(plugin.schema, ())
+            current = db.read_current_revisions(raw, [plugin]).get(plugin.schema, ())
     except psycopg.Error as exc:
         raise db.database_error(exc) from exc
     expected = (plugin.head,) if plugin.head else ()

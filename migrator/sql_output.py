@@ -102,7 +102,7 @@ def render_upgrade(item: PluginPlan, *, lock_timeout: float,
     """The SQL of `item`'s pending revisions, from `item.current` to `item.target`."""
     from alembic.runtime.migration import MigrationStep
 
-    from migrator.runner import load_script
+    from migrator.steps import load_script
 
     script = script or load_script(item.plugin)
     steps = [MigrationStep.upgrade_from_script(script.revision_map, script.get_revision(rev))
@@ -114,7 +114,7 @@ def render_downgrade(plugin: Plugin, *, start: tuple[str, ...], destination: str
                      lock_timeout: float, script: ScriptDirectory | None = None
                      ) -> RenderedPlugin:
     """The SQL that reverts `plugin` from `start` to `destination` (a revision, -N, base)."""
-    from migrator.runner import load_script
+    from migrator.steps import load_script
 
     script = script or load_script(plugin)
     heads: Any = start  # Alembic annotates `str` but takes the heads tuple (as runner.py does)
@@ -243,10 +243,12 @@ class _Recorder:
         self.end = tuple(sorted(heads))
         revision = self.current
         assert revision is not None
+        from migrator.steps import revision_checksum
+
         found = self.plugin.revision(revision)
         self.statements.append(Statement(
             _history_insert(self.plugin, revision, self.direction,
-                            records.checksum(found.path) if found else None),
+                            revision_checksum(self.plugin, revision) if found else None),
             HISTORY, True))
         if revision == self.ids[-1]:
             # runner.py: earlier commits skip the WAL flush, the last one waits for it.
@@ -269,13 +271,14 @@ def _quote(identifier: str) -> str:
 
 def _setup(plugin: Plugin, lock_timeout: float) -> list[Statement]:
     """The advisory lock runner.py holds, then its `session_setup` statements."""
-    from migrator.runner import session_setup
+    from migrator.db import session_settings
+    from migrator.runner import setup_statements
 
-    before, after = session_setup(plugin, lock_timeout=lock_timeout, role=None)
+    statements = [*session_settings(plugin.schema, lock_timeout=lock_timeout),
+                  *setup_statements(plugin)]
     return [Statement(f"SELECT pg_advisory_lock({locking.plugin_key(plugin.name)});", SETUP,
                       False),
-            *(Statement(statement.as_string() + ";", SETUP, False)
-              for statement in (*before, *after))]
+            *(Statement(statement.as_string() + ";", SETUP, False) for statement in statements)]
 
 
 _HISTORY_VALUES = ("plugin", "schema_name", "revision", "direction", "checksum")
@@ -317,7 +320,7 @@ def _history_insert(plugin: Plugin, revision: str, direction: str, checksum: str
 
 def records_ddl() -> list[str]:
     """The `migrator` schema and its tables, as `records.ensure_schema` creates them."""
-    return [_dedent(statement) + ";" for statement in records._DDL]
+    return [_dedent(statement) + ";" for statement in records.ddl()]
 
 
 def _dedent(statement: str) -> str:

@@ -217,7 +217,7 @@ class MigratorChecks:
     def stairway(self, name: str) -> None:
         """Each revision, oldest first: upgrade to it, downgrade one step, upgrade again; the
         plugin's schema after the second upgrade must equal the first."""
-        from migrator import commands
+        from migrator import runs
         from migrator.plan import oldest_first
 
         plugin = self.plugin(name)
@@ -225,12 +225,12 @@ class MigratorChecks:
         for revision in order:
             where = f"stairway of plugin {name!r} at revision {revision}"
             with _step(where, "upgrade"):
-                commands.upgrade(self.settings, [name], to=revision)
+                runs.upgrade(self.settings, [name], to=revision)
             first = self.fingerprint([plugin.schema])
             with _step(where, "downgrade -1"):
-                commands.downgrade(self.settings, name, "-1")
+                runs.downgrade(self.settings, name, "-1")
             with _step(where, "upgrade after its downgrade"):
-                commands.upgrade(self.settings, [name], to=revision)
+                runs.upgrade(self.settings, [name], to=revision)
             second = self.fingerprint([plugin.schema])
             if first != second:
                 raise AssertionError(
@@ -240,18 +240,18 @@ class MigratorChecks:
     def round_trip(self, name: str) -> None:
         """Upgrade to head then downgrade to base leaves every schema exactly as before;
         upgrading again rebuilds the same schema as the first time."""
-        from migrator import commands
+        from migrator import runs
 
         plugin = self.plugin(name)
         if plugin.depends_on:
             with _step(f"round trip of plugin {name!r}", "upgrade of its dependencies"):
-                commands.upgrade(self.settings, list(plugin.depends_on))
+                runs.upgrade(self.settings, list(plugin.depends_on))
         before = self.fingerprint()
         with _step(f"round trip of plugin {name!r}", "upgrade to head"):
-            commands.upgrade(self.settings, [name])
+            runs.upgrade(self.settings, [name])
         at_head = self.fingerprint()
         with _step(f"round trip of plugin {name!r}", "downgrade to base"):
-            commands.downgrade(self.settings, name, "base")
+            runs.downgrade(self.settings, name, "base")
         after = self.fingerprint()
         if before != after:
             raise AssertionError(
@@ -259,7 +259,7 @@ class MigratorChecks:
                 "database as it was before the upgrade (+ left behind, - removed, ~ changed):\n"
                 + "\n".join(before.differences(after)))
         with _step(f"round trip of plugin {name!r}", "upgrade to head again"):
-            commands.upgrade(self.settings, [name])
+            runs.upgrade(self.settings, [name])
         again = self.fingerprint()
         if at_head != again:
             raise AssertionError(
@@ -269,13 +269,13 @@ class MigratorChecks:
     def models_match(self, name: str) -> None:
         """At head, the plugin's `models` describe its schema exactly (`migrator check`'s
         model-drift comparison, confined to the plugin's schema)."""
-        from migrator import checks, commands
+        from migrator import checks, runs
 
         plugin = self.plugin(name)
         if not plugin.models:
             raise AssertionError(f"plugin {name!r} names no models in its plugin.toml")
         with _step(f"models check of plugin {name!r}", "upgrade to head"):
-            commands.upgrade(self.settings, [name])
+            runs.upgrade(self.settings, [name])
         findings = checks.model_drift(self.url, plugin,
                                       connect_timeout=self.settings.connect_timeout)
         if findings:

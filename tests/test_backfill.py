@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from helpers import error_lines, fetch, settings_for, version_of, wait_until
 
-from migrator import BackfillError, backfill, commands, records
+from migrator import BackfillError, backfill, records, runs
 from migrator.backfill import DEFAULT_TARGET_BATCH_TIME, MAX_BATCH, MIN_BATCH, BatchSizer, _validate
 from migrator.locking import plugin_key
 
@@ -199,11 +199,13 @@ def test_a_batch_waiting_on_a_concurrent_batch_that_commits_updates_nothing(
 # -- a terminated connection -----------------------------------------------------------------
 
 
-def test_terminated_backfill_connection_is_retried_and_every_row_updated_once(
-    database_url: str, items: Any, start_cli: Any, json_logs: Logs,
+def test_terminated_backfill_connection_stops_with_exit_4_and_the_rerun_resumes(
+    database_url: str, items: Any, start_cli: Any, run_cli: Any,
 ) -> None:
-    """pg_terminate_backend of the backfill's connection mid-batch: it reconnects, retries the
-    batch (rolled back with the connection), completes, and no row is updated twice."""
+    """pg_terminate_backend of the work session mid-batch takes the plugin's lock with it: the
+    backfill does not reconnect (a peer may hold the lock by now), it stops with exit 4
+    (retryable); the batch in flight rolled back with the connection, so the rerun resumes
+    from the checkpoint and every row is updated exactly once."""
     env = items(10_000, TEST_BF_BATCH="500", TEST_BF_TARGET="0", TEST_BF_NAP="0.2")
     process = start_cli("upgrade", env=env)
     wait_until(lambda: rows_done(database_url) >= 1000 and bool(backfill_backend(database_url)),
@@ -214,12 +216,17 @@ def test_terminated_backfill_connection_is_retried_and_every_row_updated_once(
     assert terminated >= 1
     _stdout, stderr = process.communicate(timeout=DEADLINE)
 
-    assert process.returncode == 0, stderr
+    assert process.returncode == 4, stderr
+    [line] = error_lines(stderr)
+    assert "lost the database connection" in line and "'bf'" in line and "rerun" in line
+    assert version_of(database_url, "bf") == ["bf_0001"]
+    done = progress(database_url)["rows_done"]
+    assert counters(database_url) == {1: done, 0: 10_000 - done}
+
+    rerun = run_cli("upgrade", env={**env, "TEST_BF_NAP": "0.001"})
+    assert rerun.returncode == 0, rerun.stderr
     assert counters(database_url) == {1: 10_000}
     assert progress(database_url)["rows_done"] == 10_000
-    retries = [e for e in json_logs(stderr) if e["event"] == "backfill.retry"]
-    assert retries and retries[0]["action"] == "reconnect", stderr
-    assert "terminating connection" in retries[0]["error"]
     assert version_of(database_url, "bf") == ["bf_0003"]
 
 
@@ -326,7 +333,7 @@ def test_sigterm_finishes_the_batch_exits_6_and_the_rerun_resumes(
     assert "'bf'" in line and "bf_0002" in line and "'items'" in line
     assert "progress is saved, rerun to resume" in line
     done = progress(database_url)
-    assert done["status"] == "running"
+    assert done["status"] == "paused"
     assert done["rows_done"] >= in_flight_after + 500  # the batch in flight was finished
     assert done["rows_done"] % 500 == 0 and done["rows_done"] < 10_000
     assert counters(database_url) == {1: done["rows_done"], 0: 10_000 - done["rows_done"]}
@@ -342,7 +349,7 @@ def test_sigterm_finishes_the_batch_exits_6_and_the_rerun_resumes(
 
     status = run_cli("status", "--format", "json", env=env)
     [unfinished] = json.loads(status.stdout)["backfills"]
-    assert (unfinished["status"], unfinished["rows_done"]) == ("running", done["rows_done"])
+    assert (unfinished["status"], unfinished["rows_done"]) == ("paused", done["rows_done"])
 
     fetch(database_url, "INSERT INTO bf.items (id, payload) VALUES (10001, '{\"name\": \"new\"}') "
           "RETURNING id")
@@ -392,7 +399,7 @@ def test_composite_key_walks_in_key_order_with_params_and_where(
 ) -> None:
     """key=("plate", "well"): 1,152 rows in 50-row batches cross plate boundaries, each row
     updated once, `:scale` bound from params, the checkpoint at the largest key in text order."""
-    commands.upgrade(settings_for(database_url, tree("bf_composite")))
+    runs.upgrade(settings_for(database_url, tree("bf_composite")))
 
     assert fetch(database_url, "SELECT counter, count(*) FROM pairs.readings GROUP BY 1") == [
         (1, 1152)]
@@ -408,7 +415,7 @@ def test_python_form_transforms_rows_and_skips_those_it_returns_none_for(
 ) -> None:
     """transform= over (full_name, counter): 900 named people get a slug in 128-row batches,
     the 100 unnamed ones are left alone, and the uuid key checkpoints as PostgreSQL spells it."""
-    commands.upgrade(settings_for(database_url, tree("bf_python")))
+    runs.upgrade(settings_for(database_url, tree("bf_python")))
 
     rows = fetch(database_url, "SELECT full_name IS NULL, counter, slug IS NULL, count(*) "
                  "FROM people.people GROUP BY 1, 2, 3 ORDER BY 1")
@@ -442,11 +449,11 @@ def test_downgrading_a_backfill_revision_forgets_its_checkpoint(
     """Reverting the revision drops its checkpoint, so upgrading again backfills again."""
     env = items(300)
     settings = settings_for(database_url, Path(env["MIGRATOR_MIGRATIONS_DIR"]))
-    commands.upgrade(settings)
+    runs.upgrade(settings)
     assert counters(database_url) == {1: 300}
-    commands.downgrade(settings, "bf", "bf_0001")
+    runs.downgrade(settings, "bf", "bf_0001")
     assert fetch(database_url, "SELECT count(*) FROM migrator.backfill_progress") == [(0,)]
-    commands.upgrade(settings)
+    runs.upgrade(settings)
     assert counters(database_url) == {2: 300}
     assert progress(database_url)["status"] == "done"
 
@@ -457,7 +464,7 @@ def test_downgrading_a_backfill_revision_forgets_its_checkpoint(
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({}, "give exactly one of set="),
     ({"set": "a = 1", "transform": lambda rows: rows}, "give exactly one of set="),
-    ({"set": "a = 1", "batch_size": 0}, "batch_size must be a positive integer"),
+    ({"set": "a = 1", "batch_size": 0}, "batch_size must be a whole number"),
     ({"set": "a = 1", "pause": "soon"}, "pause: 'soon' is not a duration"),
     ({"set": "a = 1", "statement_timeout": "-1s"}, "statement_timeout"),
     ({"set": "a = 1", "key": ()}, "key at least one column"),
@@ -473,14 +480,19 @@ def test_bad_arguments_are_a_backfill_error_naming_the_table(
     assert caught.value.exit_code == 1
 
 
-def test_defaults_adapt_toward_50ms_batches_and_zero_keeps_the_size_fixed() -> None:
-    """target_batch_time=None means the 50 ms default target; 0 turns adaptation off."""
-    def spec(target: Any) -> Any:
-        return _validate("t", "a = 1", None, (), None, "id", None, None, 1000, 0, target,
+def test_batch_size_alone_is_fixed_with_a_target_it_adapts_neither_is_the_default() -> None:
+    """The contract: an explicit batch_size alone is a fixed size; with target_batch_time it
+    starts there and adapts; with neither, 1000 adapting toward the 50 ms default target."""
+    def spec(size: int | None, target: Any) -> Any:
+        return _validate("t", "a = 1", None, (), None, "id", None, None, size, 0, target,
                          "30s", 10)
-    assert spec(None).target_batch_time == DEFAULT_TARGET_BATCH_TIME == 0.05
-    assert spec(0).target_batch_time is None
-    assert spec("250ms").target_batch_time == 0.25
+    fixed = spec(5000, None)
+    assert (fixed.batch_size, fixed.target_batch_time) == (5000, None)
+    default = spec(None, None)
+    assert (default.batch_size, default.target_batch_time) == (1000, DEFAULT_TARGET_BATCH_TIME)
+    assert DEFAULT_TARGET_BATCH_TIME == 0.05
+    assert spec(5000, "250ms").target_batch_time == 0.25
+    assert spec(None, 0).target_batch_time is None
 
 
 def test_batch_sizer_moves_gradually_toward_the_target_within_bounds() -> None:

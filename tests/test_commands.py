@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from helpers import error_lines, rows, settings_for, version_of
 
-from migrator import commands
+from migrator import commands, runs
 from migrator.errors import FindingsReported
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +85,7 @@ def test_downgrade_one_step_reverts_the_newest_revision(
     """`downgrade --plugin panels --to -1` reverts panels' newest revision only (a backfill:
     its checkpoint is forgotten, the earlier backfill's kept), recording a `down` history row
     with the file's checksum."""
-    commands.upgrade(settings_for(database_url, platform))
+    runs.upgrade(settings_for(database_url, platform))
 
     result = run_cli(*db_args(database_url, platform), "downgrade", "--plugin", "panels",
                      "--to", "-1")
@@ -107,9 +107,9 @@ def test_downgrade_to_a_revision_reverts_everything_after_it(
 ) -> None:
     """`downgrade --to REV` reverts, newest first, every revision after REV and stops at it."""
     settings = settings_for(database_url, platform)
-    commands.upgrade(settings)
+    runs.upgrade(settings)
 
-    commands.downgrade(settings, "panels", PANELS[0])
+    runs.downgrade(settings, "panels", PANELS[0])
 
     assert version_of(database_url, "panels") == [PANELS[0]]
     assert indexes_in(database_url, "panels") == {"pk_panels", "alembic_version_pkc"}
@@ -123,9 +123,9 @@ def test_downgrade_to_base_empties_the_version_table_and_drops_the_plugins_table
     """`downgrade --to base` reverts every revision: the version table stays, empty, and the
     plugin's tables are gone while other plugins are untouched."""
     settings = settings_for(database_url, platform)
-    commands.upgrade(settings)
+    runs.upgrade(settings)
 
-    commands.downgrade(settings, "panels", "base")
+    runs.downgrade(settings, "panels", "base")
 
     assert version_of(database_url, "panels") == []
     assert tables_in(database_url, "panels") == {"alembic_version"}
@@ -140,7 +140,7 @@ def test_downgrade_to_an_unreachable_destination_is_a_usage_error_that_changes_n
     """`downgrade --to` more steps back than were applied, or to a revision ahead of the
     current one, exits 2 naming the destination and reverts nothing."""
     settings = settings_for(database_url, platform)
-    commands.upgrade(settings, ["panels"], to=PANELS[1])
+    runs.upgrade(settings, ["panels"], to=PANELS[1])
 
     too_far = run_cli(*db_args(database_url, platform), "downgrade", "--plugin", "panels",
                       "--to", "-3")
@@ -179,11 +179,11 @@ def test_stamp_a_revision_or_base_moves_only_the_version_table(
     """Stamping an earlier revision, then base, changes only the version table (emptied by
     base) and records each as a `stamp` row; the plugin's tables stay as they were."""
     settings = settings_for(database_url, platform)
-    commands.upgrade(settings, ["core"])
+    runs.upgrade(settings, ["core"])
 
-    commands.stamp(settings, "core", CORE[0])
+    runs.stamp(settings, "core", CORE[0])
     assert version_of(database_url, "core") == [CORE[0]]
-    commands.stamp(settings, "core", "base")
+    runs.stamp(settings, "core", "base")
 
     assert version_of(database_url, "core") == []
     assert tables_in(database_url, "core") == {"accounts", "experiments", "alembic_version"}
@@ -199,7 +199,7 @@ def test_status_table_shows_current_head_state_and_pending(
 ) -> None:
     """`status` prints a table with each plugin's schema, current revision, head, state and
     pending revisions."""
-    commands.upgrade(settings_for(database_url, platform), ["core"])
+    runs.upgrade(settings_for(database_url, platform), ["core"])
 
     result = run_cli(*db_args(database_url, platform), "status")
 
@@ -217,7 +217,7 @@ def test_status_json_reports_states_and_check_exits_5_on_pending_or_unknown(
 ) -> None:
     """`status --format json --check` prints exactly the documented document (up_to_date,
     pending, unknown_revision) and exits 5."""
-    commands.upgrade(settings_for(database_url, platform), ["analysis_results"])
+    runs.upgrade(settings_for(database_url, platform), ["analysis_results"])
     execute(database_url,
             "UPDATE analysis_results.alembic_version SET version_num = 'feedfacecafe'")
 
@@ -242,11 +242,11 @@ def test_status_check_counts_pending_alone_and_unknown_alone(
     """`status --check` finds something when one plugin is merely pending, and when one is
     merely at an unknown revision."""
     settings = settings_for(database_url, platform)
-    commands.upgrade(settings, ["core"], to=CORE[1])
+    runs.upgrade(settings, ["core"], to=CORE[1])
     with pytest.raises(FindingsReported, match="core"):
         commands.check_status(commands.status(settings, ["core"]))
 
-    commands.upgrade(settings, ["core"])
+    runs.upgrade(settings, ["core"])
     execute(database_url, "UPDATE core.alembic_version SET version_num = 'feedfacecafe'")
     report = commands.status(settings, ["core"])
     assert [p.state for p in report.plan.plugins] == ["unknown_revision"]
@@ -258,7 +258,7 @@ def test_status_check_exits_0_when_everything_is_at_head(
     database_url: str, platform: Path, run_cli: Any
 ) -> None:
     """`status --check` exits 0 when every plugin is at head."""
-    commands.upgrade(settings_for(database_url, platform))
+    runs.upgrade(settings_for(database_url, platform))
 
     result = run_cli(*db_args(database_url, platform), "status", "--check")
 
@@ -273,7 +273,7 @@ def test_status_reports_an_uninstalled_plugin_as_orphaned_and_check_ignores_it(
     """A plugin migrated earlier whose tree is gone shows as `orphaned` with its revision, and
     `status --check` does not count it."""
     trees = tree("run_orphan")
-    commands.upgrade(settings_for(database_url, trees))
+    runs.upgrade(settings_for(database_url, trees))
     shutil.rmtree(trees / "gone")
 
     shown = run_cli(*db_args(database_url, trees), "status", "--format", "json")
@@ -331,8 +331,8 @@ def test_history_shows_the_trees_revisions_and_the_recorded_attempts(
     """`history --plugin panels` lists the tree's revisions newest first and the plugin's
     rows from migrator.history (ups and the later down)."""
     settings = settings_for(database_url, platform)
-    commands.upgrade(settings, ["panels"])
-    commands.downgrade(settings, "panels", "-1")
+    runs.upgrade(settings, ["panels"])
+    runs.downgrade(settings, "panels", "-1")
 
     result = run_cli(*db_args(database_url, platform), "history", "--plugin", "panels")
 
@@ -355,7 +355,7 @@ def test_current_shows_each_plugins_revision_in_the_database(
     database_url: str, platform: Path, run_cli: Any
 ) -> None:
     """`current` shows each plugin's revision in the database, blank where none is applied."""
-    commands.upgrade(settings_for(database_url, platform), ["core"], to=CORE[1])
+    runs.upgrade(settings_for(database_url, platform), ["core"], to=CORE[1])
 
     result = run_cli(*db_args(database_url, platform), "current")
 
@@ -383,7 +383,7 @@ def test_wait_exits_0_when_every_plugin_is_at_head(
     database_url: str, platform: Path, run_cli: Any
 ) -> None:
     """`wait` returns 0 at once when the database is at head."""
-    commands.upgrade(settings_for(database_url, platform))
+    runs.upgrade(settings_for(database_url, platform))
 
     result = run_cli(*db_args(database_url, platform), "wait", "--timeout", "5s")
 
@@ -394,7 +394,7 @@ def test_wait_times_out_with_exit_3_while_revisions_are_pending(
     database_url: str, platform: Path, run_cli: Any
 ) -> None:
     """`wait --timeout 1s` exits 3 after about a second when revisions are pending."""
-    commands.upgrade(settings_for(database_url, platform), ["core"])
+    runs.upgrade(settings_for(database_url, platform), ["core"])
 
     started = time.monotonic()
     result = run_cli(*db_args(database_url, platform), "wait", "--timeout", "1s", timeout=30)

@@ -13,7 +13,7 @@ import pytest
 from helpers import chain, settings_for
 from psycopg import sql
 
-from migrator import commands
+from migrator import commands, runs
 from migrator.review import format_markdown, format_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +87,7 @@ def test_dry_run_lists_only_pending_revisions_and_changes_nothing(
     exactly panels' later revisions and all of analysis_results'; every version table and the
     catalog are unchanged."""
     settings = settings_for(database_url, platform)
-    commands.upgrade(settings, ["panels"], to=PANELS[0])
+    runs.upgrade(settings, ["panels"], to=PANELS[0])
     before = snapshot(database_url)
 
     result = run_cli("--database-url", database_url, "--migrations-dir", platform, "upgrade",
@@ -129,7 +129,7 @@ def test_locks_carry_the_catalogs_row_estimates(database_url: str, platform: Pat
     """Each statement names the lock it takes on which table, with the table's row estimate
     from the catalog; a table created earlier in the plan is "new"; Markdown flags the risk."""
     settings = settings_for(database_url, platform)
-    commands.upgrade(settings, ["panels"], to=PANELS[1])
+    runs.upgrade(settings, ["panels"], to=PANELS[1])
     execute(database_url,
             "INSERT INTO core.accounts (email) SELECT 'user' || g || '@example.org' "
             "FROM generate_series(1, 300) g",
@@ -172,7 +172,7 @@ def test_backfill_shows_its_specification_and_row_estimate(
     """A pending backfill appears as its specification with the table's estimated rows."""
     trees = tree("sql_backfill")
     settings = settings_for(database_url, trees)
-    commands.upgrade(settings, ["catalog"], to="5b1f00000001")
+    runs.upgrade(settings, ["catalog"], to="5b1f00000001")
     execute(database_url, "INSERT INTO catalog.items (name) SELECT 'item ' || g "
                           "FROM generate_series(1, 1200) g", "ANALYZE catalog.items")
     before = snapshot(database_url)
@@ -199,7 +199,7 @@ def test_nothing_pending_and_downgrade_dry_run(
     """At head, --dry-run says nothing is pending; `downgrade --dry-run` lists what it would
     revert, newest first, and changes nothing either."""
     settings = settings_for(database_url, platform)
-    commands.upgrade(settings)
+    runs.upgrade(settings)
     before = snapshot(database_url)
 
     idle = run_cli("--database-url", database_url, "--migrations-dir", platform, "upgrade",

@@ -37,7 +37,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import parse_json_lines, with_database
-from helpers import fetch
+from helpers import fetch, version_of
 from psycopg import sql
 
 from migrator.embedded import ensure_server, stop_server
@@ -475,39 +475,48 @@ def test_server_down_at_start_is_waited_for_and_the_run_succeeds(
 # -- a concurrent index build cut short ---------------------------------------------------------
 
 
-def test_a_concurrent_index_build_cut_short_is_reported_by_check(
+def test_a_concurrent_index_build_cut_short_is_dropped_and_rebuilt_by_the_rerun(
     database_url: str, tree: Tree, run_cli: Any, start_cli: Any, cli_env: dict[str, str],
 ) -> None:
     """CREATE INDEX CONCURRENTLY terminated while it waits for an old snapshot leaves an
-    INVALID index: the run exits 4, `IF NOT EXISTS` lets the rerun reach head over it, and
-    `check` names the index and the fix, after which it is clean."""
+    INVALID index: the run exits 4 and stamps nothing; `check` names the leftover; the rerun
+    drops it (`IF NOT EXISTS` would otherwise skip it), builds it again, valid, and stamps;
+    `check` is then clean."""
     env = {**cli_env, "MIGRATOR_DATABASE_URL": database_url,
            "MIGRATOR_MIGRATIONS_DIR": str(tree("inj_concurrent_index"))}
     first = run_cli("upgrade", "--plugin", "inj_index", "--to", "inj_index_0001", env=env)
     assert first.returncode == 0, first.stderr
+    invalid = ("SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+               "WHERE NOT i.indisvalid AND c.relnamespace = 'inj_index'::regnamespace")
     with psycopg.connect(database_url) as holder:
         holder.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         holder.execute("SELECT count(*) FROM pg_class")  # an old snapshot the build waits for
         process = start_cli("upgrade", env=env)
         deadline = time.monotonic() + DEADLINE
+        # In its wait for old snapshots, the index exists and is INVALID.
         while not (building := fetch(database_url, (
                 "SELECT pid FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%%' "
-                "AND datname = current_database()"))):
+                "AND datname = current_database()"))) or not fetch(database_url, invalid):
             assert process.poll() is None, process.communicate()[1]
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        time.sleep(0.2)  # in its wait for old snapshots, the index exists and is INVALID
         fetch(database_url, "SELECT pg_terminate_backend(%s)", (building[0][0],))
         _stdout, stderr = process.communicate(timeout=DEADLINE)
     assert process.returncode == 4, stderr
+    assert version_of(database_url, "inj_index") == ["inj_index_0001"]
 
-    rerun = run_cli("upgrade", env=env)
-    assert rerun.returncode == 0, rerun.stderr
     found = run_cli("check", "--format", "json", env=env)
     assert found.returncode == 5, found.stderr
     [finding] = json.loads(found.stdout)["findings"]
     assert (finding["kind"], finding["plugin"], finding["object"]) == (
         "invalid_index", "inj_index", "inj_index.ix_items_code")
-    fetch(database_url, 'REINDEX INDEX CONCURRENTLY "inj_index"."ix_items_code"')
+
+    rerun = run_cli("upgrade", env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert '"index.invalid_dropped"' in rerun.stderr
+    assert fetch(database_url, invalid) == []
+    assert fetch(database_url, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'inj_index' "
+                 "AND indexname = 'ix_items_code'") == [(1,)]
+    assert version_of(database_url, "inj_index") == ["inj_index_0002"]
     clean = run_cli("check", env=env)
     assert clean.returncode == 0, clean.stdout + clean.stderr

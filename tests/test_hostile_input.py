@@ -9,7 +9,7 @@ names the file (or plugin), no traceback, and nothing written: a refusal found i
 comes before any connection is opened; a revision body that does not compile is found when the
 pending revisions are loaded, after one read of the version tables and before any write (a
 write would fail on the read-only database with exit 1, not 2). Input that is in fact valid
-gets that far: exit 1, the database refusing migrator's first write.
+gets that far: exit 2, the read-only database refused before migrator's first write.
 
 The hostile-name strategy is test_discovery's, which checks the same names at the function
 level; the fixed bad trees are test_bad_input's.
@@ -115,13 +115,13 @@ def refusal(result: Result, *named: str) -> str:
 
 
 def stopped_at_first_write(result: Result) -> None:
-    """Valid input: the run got as far as its first write, which the read-only database
-    refused (exit 1, one line)."""
+    """Valid input: the run got as far as opening its work session, where the read-only
+    database is refused before any write (exit 2: waiting cannot heal it; one line)."""
     event("accepted")
     output = result.stdout + result.stderr
-    assert result.exit_code == 1, output
+    assert result.exit_code == 2, output
     assert "Traceback" not in output
-    assert "read-only transaction" in output, output
+    assert "is read-only" in output, output
 
 
 @contextmanager

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from migrator import commands, logs
+from migrator import logs, runs
 from migrator.config import DatabaseUrl, Settings
 from migrator.embedded import stop_server
 from migrator.errors import UsageError
@@ -52,7 +52,7 @@ def models(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 @pytest.fixture
 def platform(database_url: str) -> dict[str, Any]:
     """The example platform migrated to head, with one account and two experiments."""
-    commands.upgrade(Settings(database_url=DatabaseUrl.parse(database_url, source="test"),
+    runs.upgrade(Settings(database_url=DatabaseUrl.parse(database_url, source="test"),
                               migrations_dir=EXAMPLE_PLATFORM, connect_timeout=10))
     with psycopg.connect(database_url, autocommit=True) as conn:
         account = conn.execute("INSERT INTO core.accounts (email) VALUES ('a@example.org') "

@@ -71,12 +71,12 @@ class TestMigrations(PluginTreeChecks):
 
 
 def test_my_own_query(migrator_settings, migrator_database_url):
-    """An author's own test: migrate with migrator.commands, then query."""
+    """An author's own test: migrate with migrator.runs, then query."""
     import psycopg
 
-    from migrator import commands
+    from migrator import runs
 
-    commands.upgrade(migrator_settings)
+    runs.upgrade(migrator_settings)
     with psycopg.connect(migrator_database_url) as conn:
         conn.execute("INSERT INTO notes.notes (body) VALUES ('hello')")
         assert conn.execute("SELECT count(*) FROM notes.notes").fetchone() == (1,)

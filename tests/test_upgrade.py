@@ -21,7 +21,7 @@ import pytest
 from helpers import error_lines, rows, settings_for, version_of
 
 import migrator
-from migrator import commands
+from migrator import runs
 from migrator.errors import UsageError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -185,7 +185,7 @@ def test_second_upgrade_applies_nothing_and_writes_no_history(
 ) -> None:
     """A second upgrade of a database at head applies nothing, records nothing and reports
     every plugin up to date."""
-    commands.upgrade(settings_for(database_url, platform))
+    runs.upgrade(settings_for(database_url, platform))
     before = history(database_url)
 
     result = run_cli("--database-url", database_url, "--migrations-dir", platform, "upgrade")
@@ -293,7 +293,7 @@ def test_upgrade_to_without_exactly_one_plugin_is_a_usage_error(
 
     for names in ([], ["core", "panels"]):
         with pytest.raises(UsageError, match="exactly one --plugin"):
-            commands.upgrade(settings, names, to=CORE[1])
+            runs.upgrade(settings, names, to=CORE[1])
 
     assert "core" not in schemas(database_url)
 
@@ -391,7 +391,7 @@ def test_concurrent_index_in_autocommit_block_is_built_valid_and_stamped(
     autocommit_block succeeds, leaves a valid index and is stamped and recorded."""
     trees = tree("run_concurrent_index")
 
-    summary = commands.upgrade(settings_for(database_url, trees))
+    summary = runs.upgrade(settings_for(database_url, trees))
 
     assert summary.outcome == "success"
     assert rows(database_url, "SELECT i.indisvalid, i.indisready FROM pg_index i "
@@ -409,7 +409,7 @@ def test_search_path_during_a_revision_is_the_plugin_schema_then_public(
     database_url: str, tree: Callable[[str], Path]
 ) -> None:
     """While a plugin's revision runs, search_path is the plugin's schema, then public."""
-    commands.upgrade(settings_for(database_url, tree("run_search_path")))
+    runs.upgrade(settings_for(database_url, tree("run_search_path")))
 
     assert rows(database_url, "SELECT schemas FROM probe.seen") == [(["probe", "public"],)]
     assert tables_in(database_url, "public") == set()

@@ -1,0 +1,456 @@
+"""Run one revision of one plugin, contained: the only module that touches Alembic's runtime.
+
+A revision runs as under plain Alembic (an `EnvironmentContext` with a real `Config`, `op` and
+`context` installed, steps in exactly Alembic's order), on migrator's work session, which holds
+the plugin's lock (`db.WorkSession`). Whatever the revision does, the report and the database
+agree afterwards, judged by fact rather than by reading its source:
+
+- it starts from migrator's own session settings (`db.session_settings`), in a transaction
+  whose id is noted first;
+- anything it raises — `SystemExit` and `KeyboardInterrupt` included — fails it: rolled back,
+  not stamped, a failed history row;
+- when it returns, the fate of that transaction decides: still open, the revision was atomic
+  and its stamp and history row commit with it; committed by the revision itself
+  (`op.get_bind().commit()`, `COMMIT`, an `autocommit_block`), its work is kept and the stamp
+  commits in the transaction that follows (`atomic` false); rolled back by the revision, it
+  fails;
+- it is never stamped while an index in its plugin's schema is INVALID.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import sql
+
+from migrator import db, records, retries
+from migrator.connections import host_identity
+from migrator.environment import ENVIRONMENT_KEY, RevisionEnvironment
+from migrator.errors import ConnectionLost, Interrupted, MigrationFailed, MigratorError, TreeError
+from migrator.logs import first_line, get_logger, redact
+
+if TYPE_CHECKING:
+    from alembic.runtime.environment import EnvironmentContext
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.engine import Connection
+
+    from migrator.discovery import Plugin
+
+IDLE = psycopg.pq.TransactionStatus.IDLE
+
+
+class LockConflict(Exception):
+    """A revision's statement hit `lock_timeout` (or a deadlock): rolled back, retryable."""
+
+    def __init__(self, revision: str, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.revision, self.error = revision, error
+
+
+@dataclass(slots=True)
+class Applied:
+    """A revision that ran and is stamped."""
+
+    revision: str
+    message: str
+    atomic: bool
+    seconds: float
+
+
+def load_script(plugin: Plugin) -> ScriptDirectory:
+    """Alembic's view of the tree (imports every revision module), checked against ours."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    script = ScriptDirectory(str(plugin.path), version_locations=[str(plugin.versions_dir)])
+    try:
+        heads = script.get_heads()  # builds the revision map: imports every revision module
+        for rev in plugin.revisions:
+            script.get_revision(rev.revision)
+    except SyntaxError as exc:
+        raise TreeError(f"{exc.filename}:{exc.lineno}: syntax error ({exc.msg}); fix the file",
+                        plugin=plugin.name, path=exc.filename) from None
+    except CommandError as exc:
+        raise TreeError(
+            f"plugin {plugin.name!r}: Alembic reads the tree differently ({exc}); keep "
+            "`revision = \"...\"` and `down_revision = ...` plain one-line literals",
+            plugin=plugin.name) from None
+    except Exception as exc:  # a revision module failed to import: user code, any error type
+        where = _revision_frame(exc, plugin)
+        raise TreeError(f"{where}: importing the revision failed ({type(exc).__name__}: "
+                        f"{first_line(exc)}); fix the file", plugin=plugin.name,
+                        path=where) from None
+    declared = sorted(getattr(plugin, "heads", None) or ([plugin.head] if plugin.head else []))
+    if sorted(heads) != declared:
+        raise TreeError(
+            f"plugin {plugin.name!r}: Alembic finds heads {sorted(heads)}, the files declare "
+            f"{declared}; keep `revision` and `down_revision` plain one-line literals",
+            plugin=plugin.name)
+    return script
+
+
+def _revision_frame(exc: BaseException, plugin: Plugin) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if f.filename.startswith(str(plugin.versions_dir))]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else str(plugin.versions_dir)
+
+
+def alembic_config(plugin: Plugin, safe_url: str) -> Any:
+    """The `Config` a revision sees as `context.config`: no file, the plugin's tree as
+    `script_location`, the database URL without its password."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(plugin.path).replace("%", "%%"))
+    config.set_main_option("sqlalchemy.url", safe_url.replace("%", "%%"))
+    return config
+
+
+def sqlalchemy_connection(raw: psycopg.Connection[Any]) -> Connection:
+    """A SQLAlchemy connection over migrator's own psycopg session (no second session: the
+    plugin's lock lives on this one). Left idle, outside any transaction."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import StaticPool
+
+    engine = create_engine("postgresql+psycopg://", creator=lambda: raw, poolclass=StaticPool,
+                           pool_reset_on_return=None)
+    conn = engine.connect()  # the dialect's first-connect queries run here
+    if conn.in_transaction():
+        conn.rollback()
+    if raw.info.transaction_status != IDLE:
+        raw.rollback()
+    return conn
+
+
+def revision_checksum(plugin: Plugin, revision: str) -> str | None:
+    rev_file = plugin.revision(revision)
+    if rev_file is None:
+        return None
+    known = getattr(rev_file, "checksum", None)
+    if isinstance(known, str):
+        return known
+    import hashlib
+
+    return hashlib.sha256(rev_file.path.read_bytes()).hexdigest()
+
+
+@dataclass(slots=True)
+class _Watch:
+    """What the running revision did that its transaction's fate cannot tell."""
+
+    autocommit_blocks: int = 0
+
+
+@dataclass(slots=True)
+class PluginSteps:
+    """Alembic bound to one plugin on one work session: plans the steps, runs each one
+    contained, stamps it, records it."""
+
+    plugin: Plugin
+    session: db.WorkSession
+    sa_conn: Connection
+    safe_url: str
+    environment: RevisionEnvironment
+    direction: records.Direction = records.Direction.UP
+    script: ScriptDirectory | None = None
+    heads: set[str] = field(default_factory=set)
+    running: str | None = None
+    # Records a failed attempt on another connection when the work session is gone.
+    record_elsewhere: Callable[[records.Attempt], None] | None = None
+    _env: EnvironmentContext | None = None
+    _ctx: MigrationContext | None = None
+    _watch: _Watch = field(default_factory=_Watch)
+
+    @contextmanager
+    def installed(self, current: tuple[str, ...]) -> Iterator[PluginSteps]:
+        """Alembic's `context` and `op` for this plugin, as `env.py` would set them up."""
+        from alembic.operations import Operations
+        from alembic.runtime.environment import EnvironmentContext
+
+        script = self.script or load_script(self.plugin)
+        self.script = script
+        env = EnvironmentContext(alembic_config(self.plugin, self.safe_url), script)
+        options: dict[str, Any] = {ENVIRONMENT_KEY: self.environment}
+        env.configure(connection=self.sa_conn,
+                      version_table=getattr(self.plugin, "version_table", db.VERSION_TABLE),
+                      version_table_schema=self.plugin.schema, transaction_per_migration=True,
+                      **options)
+        ctx = env.get_context()
+        self._watch_autocommit_blocks(ctx)
+        self._env, self._ctx, self.heads = env, ctx, set(current)
+        try:
+            with env, Operations.context(ctx):
+                yield self
+        finally:
+            self._env = self._ctx = None
+
+    def _watch_autocommit_blocks(self, ctx: MigrationContext) -> None:
+        original = ctx.autocommit_block
+        watch = self._watch
+
+        @contextmanager
+        def counted() -> Iterator[None]:
+            watch.autocommit_blocks += 1
+            with original():
+                yield
+
+        ctx.autocommit_block = counted  # type: ignore[method-assign]  # per-context wrapper
+
+    # -- Alembic's order ----------------------------------------------------------------------
+
+    def upgrade_steps(self, target: str | None) -> list[Any]:
+        """Alembic's own steps from the current heads to `target` (None: the heads)."""
+        assert self.script is not None
+        current: Any = tuple(self.heads)  # Alembic accepts the heads tuple (annotated str)
+        return list(self.script._upgrade_revs(target or "heads", current))
+
+    def downgrade_steps(self, destination: str) -> list[Any]:
+        assert self.script is not None
+        current: Any = tuple(self.heads)  # Alembic accepts the heads tuple (annotated str)
+        return list(self.script._downgrade_revs(destination, current))
+
+    @staticmethod
+    def revision_of(step: Any) -> str:
+        return str(step.revision.revision)
+
+    # -- one step, contained ------------------------------------------------------------------
+
+    def run(self, step: Any) -> Applied:
+        """Run one step and stamp it; raise LockConflict (retryable), MigrationFailed,
+        ConnectionLost or Interrupted otherwise. The session is at a revision boundary after
+        any outcome."""
+        assert self._ctx is not None
+        revision = self.revision_of(step)
+        self.running = revision
+        started_at, clock = datetime.now(UTC), time.monotonic()
+        self._watch.autocommit_blocks = 0
+        raw = self.session.conn
+        try:
+            self._ctx._transaction = self.sa_conn.begin()
+            first_xid = self._begin(raw)
+            step.migration_fn()
+            atomic = self._judge(raw, first_xid, revision)
+            self._stamp(raw, step, revision, started_at, atomic)
+        except BaseException as exc:
+            self._abandon(raw)
+            raise self._failure(revision, started_at, exc) from None
+        finally:
+            self._ctx._transaction = None
+        seconds = time.monotonic() - clock
+        if self._ctx.connection is not self.sa_conn:  # pragma: no cover - Alembic restores it
+            self._ctx.connection = self._ctx.impl.connection = self.sa_conn
+        rev_file = self.plugin.revision(revision)
+        return Applied(revision, rev_file.message if rev_file else "", atomic, seconds)
+
+    def _begin(self, raw: psycopg.Connection[Any]) -> str:
+        """Migrator's settings, then the transaction's id: one round trip, in the revision's
+        transaction (the settings persist when it commits; a retry sets them again)."""
+        statements = db.session_settings(self.plugin.schema,
+                                         lock_timeout=self.session.lock_timeout,
+                                         role=self.session.role)
+        cursor = raw.execute(sql.SQL("; ").join(
+            [*statements, sql.SQL("SELECT pg_catalog.pg_current_xact_id()::text")]))
+        while cursor.nextset():
+            pass
+        row = cursor.fetchone()
+        assert row is not None
+        return str(row[0])
+
+    def _judge(self, raw: psycopg.Connection[Any], first_xid: str, revision: str) -> bool:
+        """True when the revision ran atomically in migrator's transaction; raises when it
+        rolled that transaction back, left it failed, or left an INVALID index."""
+        status = raw.info.transaction_status
+        if status == psycopg.pq.TransactionStatus.INERROR:
+            raise _RevisionBroke("left its transaction failed (it caught a database error and "
+                                 "went on)")
+        row = raw.execute(
+            "SELECT pg_catalog.pg_xact_status(%s::xid8)::text, ARRAY(SELECT i.indexrelid::"
+            "regclass::text FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = "
+            "i.indexrelid WHERE NOT i.indisvalid AND c.relnamespace = %s::regnamespace)",
+            (first_xid, self.plugin.schema)).fetchone()
+        assert row is not None
+        fate, invalid = row
+        if fate == "aborted":
+            raise _RevisionBroke("rolled back migrator's transaction (ROLLBACK); whatever it "
+                                 "did after that was rolled back too")
+        if invalid:
+            raise _RevisionBroke(f"left INVALID index(es) {', '.join(invalid)} (a concurrent "
+                                 "build that failed); the next run drops and rebuilds them")
+        atomic = bool(fate == "in progress")
+        if not atomic and not self._watch.autocommit_blocks:
+            get_logger().warning(
+                "revision.not_atomic", plugin=self.plugin.name, revision=revision,
+                detail="the revision committed migrator's transaction itself; its work is "
+                       "kept and stamped, but a failure inside it would have left it half "
+                       "applied — use op.get_context().autocommit_block() instead")
+        return atomic
+
+    def _stamp(self, raw: psycopg.Connection[Any], step: Any, revision: str,
+               started_at: datetime, atomic: bool) -> None:
+        """Version stamp, history row and commit: with the revision's work when atomic, else
+        in the transaction that follows it."""
+        from alembic.runtime.migration import HeadMaintainer
+
+        assert self._ctx is not None
+        maintainer = HeadMaintainer(self._ctx, self.heads)
+        maintainer.update_to_step(step)
+        if self.session.role:
+            # --isolate-roles: migrator's records are written by the login role.
+            raw.execute("SET LOCAL ROLE NONE")
+        records.record(raw, records.Attempt(
+            plugin=self.plugin.name, schema=self.plugin.schema, revision=revision,
+            direction=self.direction, checksum=revision_checksum(self.plugin, revision),
+            started_at=started_at, finished_at=datetime.now(UTC), applied_by=host_identity(),
+            outcome=records.AttemptOutcome.APPLIED, atomic=atomic))
+        if self.direction is records.Direction.DOWN:
+            records.forget_backfills(raw, self.plugin.name, revision)
+        self._commit(raw)
+        self.heads = set(maintainer.heads)
+
+    def _commit(self, raw: psycopg.Connection[Any]) -> None:
+        if self.sa_conn.in_transaction():
+            self.sa_conn.commit()
+        if raw.info.transaction_status != IDLE:
+            raw.commit()
+
+    def _abandon(self, raw: psycopg.Connection[Any]) -> None:
+        """Roll back whatever is open, on both layers; a broken connection is left broken."""
+        with suppress(Exception):
+            if self.sa_conn.in_transaction():
+                self.sa_conn.rollback()
+        with suppress(psycopg.Error):
+            if not raw.closed and raw.info.transaction_status != IDLE:
+                raw.rollback()
+
+    def _failure(self, revision: str, started_at: datetime,
+                 exc: BaseException) -> BaseException:
+        raw = self.session.conn
+        cause = _database_cause(exc)
+        if isinstance(cause, MigratorError) and not isinstance(cause, MigrationFailed):
+            return cause  # already says what and where (a lost connection, a stop)
+        if raw.closed or retries.connection_lost(cause):
+            if self.record_elsewhere is not None:
+                self.record_elsewhere(self._attempt(revision, started_at, describe(cause)))
+            return ConnectionLost(
+                f"plugin {self.plugin.name!r} revision {revision}: lost the database "
+                f"connection, and with it the plugin's lock ({first_line(cause)}); the "
+                "revision was rolled back (or, had the connection broken at its commit, "
+                "committed whole): the plugin is at a revision boundary, rerun")
+        if self.environment.forced():
+            return Interrupted(f"plugin {self.plugin.name!r} revision {revision}: stopped by a "
+                               "second signal; the revision was rolled back, rerun to continue")
+        what = describe(cause)
+        self.record_failure(revision, started_at, what)
+        if retries.sqlstate(cause) in retries.LOCK_CONFLICT_SQLSTATES:
+            return LockConflict(revision, cause)
+        rev_file = self.plugin.revision(revision)
+        where = f" ({rev_file.filename})" if rev_file else ""
+        if isinstance(cause, MigrationFailed):  # a backfill's own account
+            return cause
+        return MigrationFailed(
+            f"plugin {self.plugin.name!r} revision {revision}{where} failed: {what}; the "
+            "revision was rolled back and is not stamped, fix it and rerun",
+            plugin=self.plugin.name, revision=revision)
+
+    def record_failure(self, revision: str, started_at: datetime, error: str) -> None:
+        """A failed attempt's history row, after the rollback, in a transaction of its own."""
+        try:
+            self.session.reset_to_login_role(self.plugin.schema)
+            with self.session.autocommit() as conn:
+                records.record(conn, self._attempt(revision, started_at, error))
+        except (psycopg.Error, MigratorError) as record_error:
+            get_logger().warning("history.record_failed", plugin=self.plugin.name,
+                                 revision=revision, error=first_line(record_error))
+
+    def _attempt(self, revision: str, started_at: datetime, error: str) -> records.Attempt:
+        return records.Attempt(
+            plugin=self.plugin.name, schema=self.plugin.schema, revision=revision,
+            direction=self.direction, checksum=revision_checksum(self.plugin, revision),
+            started_at=started_at, finished_at=datetime.now(UTC), applied_by=host_identity(),
+            outcome=records.AttemptOutcome.FAILED, error=redact(error)[:2000])
+
+    def stamp(self, revision: str) -> None:
+        """Record `revision` (or `base`) as the plugin's state without running anything."""
+        assert self._ctx is not None and self.script is not None
+        raw = self.session.conn
+        started_at = datetime.now(UTC)
+        try:
+            self._ctx._transaction = self.sa_conn.begin()
+            self._ctx.stamp(self.script, revision)
+            records.record(raw, records.Attempt(
+                plugin=self.plugin.name, schema=self.plugin.schema, revision=revision,
+                direction=records.Direction.STAMP,
+                checksum=revision_checksum(self.plugin, revision), started_at=started_at,
+                finished_at=datetime.now(UTC), applied_by=host_identity(),
+                outcome=records.AttemptOutcome.APPLIED))
+            self._commit(raw)
+        except BaseException:
+            self._abandon(raw)
+            raise
+        finally:
+            self._ctx._transaction = None
+
+
+class _RevisionBroke(Exception):
+    """What a revision did to migrator's transaction that fails it."""
+
+
+def describe(exc: BaseException) -> str:
+    """What a revision did, in a few words: its exit, its exception, or the database's
+    message."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    if isinstance(exc, KeyboardInterrupt):
+        return "raised KeyboardInterrupt"
+    if isinstance(exc, _RevisionBroke | MigrationFailed):
+        return first_line(exc)
+    original = getattr(exc, "orig", None) or exc
+    if isinstance(original, psycopg.Error):
+        return first_line(original)
+    return f"{type(exc).__name__}: {first_line(exc)}"
+
+
+def _database_cause(exc: BaseException) -> BaseException:
+    """The psycopg error under a SQLAlchemy wrapper (or in the chain), else `exc` itself."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        original = getattr(seen, "orig", None)
+        if isinstance(original, psycopg.Error):
+            return original
+        if isinstance(seen, psycopg.Error):
+            return seen
+        seen = seen.__cause__
+    return exc
+
+
+def drop_invalid_indexes(session: db.WorkSession, schema: str) -> list[str]:
+    """Drop the INVALID indexes a cut-short concurrent build left in `schema` (not those being
+    built right now), so the revision that builds them runs again and rebuilds them — also when
+    it says IF NOT EXISTS. Runs under the plugin's lock, outside any transaction."""
+    with session.autocommit() as conn:
+        rows = conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_catalog.pg_index i "
+            "JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE NOT i.indisvalid AND n.nspname = %s AND NOT EXISTS (SELECT FROM "
+            "pg_catalog.pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid)",
+            (schema,)).fetchall()
+        dropped = []
+        for nspname, relname in rows:
+            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+                sql.Identifier(nspname, relname)))
+            dropped.append(f"{nspname}.{relname}")
+    if dropped:
+        get_logger().warning("index.invalid_dropped", schema=schema, indexes=dropped,
+                             detail="left by a concurrent build cut short; the revision that "
+                                    "builds them runs again")
+    return dropped
+
