@@ -147,6 +147,7 @@ class _Watch:
     """What the running revision did that its transaction's fate cannot tell."""
 
     autocommit_blocks: int = 0
+    committed_first: bool = False  # an autocommit block entered after the revision committed
 
 
 @dataclass(slots=True)
@@ -195,10 +196,17 @@ class PluginSteps:
     def _watch_autocommit_blocks(self, ctx: MigrationContext) -> None:
         original = ctx.autocommit_block
         watch = self._watch
+        raw = self.session.conn
 
         @contextmanager
         def counted() -> Iterator[None]:
             watch.autocommit_blocks += 1
+            # Entered with migrator's transaction already ended (`op.get_bind().commit()`,
+            # `COMMIT`): the revision committed by itself first, which deserves the warning.
+            transaction = ctx._transaction
+            if (transaction is None or not transaction.is_active
+                    or raw.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS):
+                watch.committed_first = True
             with original():
                 yield
 
@@ -232,6 +240,7 @@ class PluginSteps:
         self.running = revision
         started_at, clock = datetime.now(UTC), time.monotonic()
         self._watch.autocommit_blocks = 0
+        self._watch.committed_first = False
         raw = self.session.conn
         try:
             self._ctx._transaction = self.sa_conn.begin()
@@ -272,10 +281,12 @@ class PluginSteps:
             raise _RevisionBroke("left its transaction failed (it caught a database error and "
                                  "went on)")
         row = raw.execute(
-            "SELECT pg_catalog.pg_xact_status(%s::xid8)::text, ARRAY(SELECT i.indexrelid::"
-            "regclass::text FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = "
-            "i.indexrelid WHERE NOT i.indisvalid AND c.relnamespace = %s::regnamespace)",
-            (first_xid, self.plugin.schema)).fetchone()
+            "SELECT pg_catalog.pg_xact_status(%s::xid8)::text, ARRAY(SELECT "
+            "pg_catalog.quote_ident(%s) || '.' || pg_catalog.quote_ident(c.relname) FROM "
+            "pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE NOT i.indisvalid AND n.nspname = %s ORDER BY 1)",
+            (first_xid, self.plugin.schema, self.plugin.schema)).fetchone()
         assert row is not None
         fate, invalid = row
         if fate == "aborted":
@@ -285,7 +296,7 @@ class PluginSteps:
             raise _RevisionBroke(f"left INVALID index(es) {', '.join(invalid)} (a concurrent "
                                  "build that failed); the next run drops and rebuilds them")
         atomic = bool(fate == "in progress")
-        if not atomic and not self._watch.autocommit_blocks:
+        if not atomic and (not self._watch.autocommit_blocks or self._watch.committed_first):
             get_logger().warning(
                 "revision.not_atomic", plugin=self.plugin.name, revision=revision,
                 detail="the revision committed migrator's transaction itself; its work is "
