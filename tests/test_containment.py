@@ -198,7 +198,7 @@ def test_settings_a_revision_sets_do_not_reach_the_next_revision_or_plugin(
     assert all(s[4] != "77MB" for s in seen)
 
 
-# -- INVALID indexes --------------------------------------------------------------------------------
+# -- INVALID indexes ----------------------------------------------------------------------------
 
 DUPLICATES = ('op.create_table("codes", sa.Column("id", sa.Integer, primary_key=True), '
               'sa.Column("code", sa.Text))\n'
