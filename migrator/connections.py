@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 
 from migrator.config import DatabaseUrl
-from migrator.errors import DatabaseUnreachable
+from migrator.errors import DatabaseUnreachable, TargetRefused
 from migrator.logs import first_line, get_logger
 
 # migrator's sessions are immune to the server's idle timeouts: a revision may spend minutes
@@ -57,6 +57,29 @@ def connect(url: DatabaseUrl, *, timeout: float, autocommit: bool = True,
     except psycopg.OperationalError as exc:
         raise _unreachable(url, exc, time.monotonic() - started) from None
     return connection
+
+
+def connect_as(url: DatabaseUrl, *, user: str, password: str, timeout: float
+               ) -> psycopg.Connection[Any]:
+    """A session on the same server and database, authenticated as `user` (a plugin's
+    sandbox role, `--isolate-roles`); autocommit off, like a work session."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params: dict[str, Any] = {key: value for key, value in conninfo_to_dict(url.conninfo).items()
+                              if key not in ("user", "password", "passfile")}
+    try:
+        return psycopg.connect(make_conninfo("", **params, user=user, password=password),
+                               application_name=application_name(), options=SESSION_OPTIONS,
+                               connect_timeout=max(2, min(int(timeout), 10)))
+    except psycopg.OperationalError as exc:
+        message = (f"could not open the sandboxed session as role {user!r} on {url.safe} "
+                   f"({first_line(exc)})")
+        if any(sign in str(exc) for sign in ("pg_hba.conf", "authentication failed",
+                                             "not permitted to log in")):
+            raise TargetRefused(
+                f"{message}; pg_hba.conf must let the plugin roles log in with a password "
+                "(scram-sha-256) from where migrator connects") from None
+        raise DatabaseUnreachable(f"{message}; rerun once the database is reachable") from None
 
 
 def _unreachable(url: DatabaseUrl, exc: BaseException, waited: float) -> DatabaseUnreachable:

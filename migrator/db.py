@@ -103,7 +103,8 @@ class WorkSession:
         self.conn = conn
         self.lock_timeout = lock_timeout
         self.locked: str | None = None  # the plugin whose lock this session holds
-        self.role: str | None = None  # --isolate-roles: the role the plugin's work runs as
+        self.role: str | None = None  # a role to SET at each reset (none: the session's own)
+        self.sa: Any = None  # the SQLAlchemy connection over `conn`, once steps made one
         self.backend_pid = conn.info.backend_pid
 
     @contextmanager

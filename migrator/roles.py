@@ -1,14 +1,25 @@
-"""`--isolate-roles`: each plugin's schema owned by its own NOLOGIN role.
+"""`--isolate-roles`: each plugin's schema owned by its own role, and a sandboxed session.
 
-The role is `<schema>_owner`. Revisions and backfills run under `SET ROLE` to it, so one plugin's
-migration cannot touch another plugin's tables; it gets USAGE on the schemas of the plugins it
-`depends_on` and SELECT + REFERENCES on their tables (enough for foreign keys and reads), no more.
+The role is `<schema>_owner`. It owns the plugin's schema and everything in it, gets USAGE on
+the schemas of the plugins it `depends_on` and SELECT + REFERENCES on their tables (enough for
+foreign keys and reads), and no more. The plugin's revisions and backfills run in a session
+*authenticated as that role* — not switched to it — so neither `SET ROLE`, `RESET ROLE` nor
+`SET SESSION AUTHORIZATION` leads anywhere, and whatever the plugin plants (a trigger, a
+deferred constraint, a view in place of its version table) runs as the plugin's role, never as
+migrator's login role. To open that session migrator gives the role LOGIN and a one-time
+password (its SCRAM verifier computed here; the password never leaves the process) under the
+plugin's lock, connects, and takes both away again at once. The role records its history only
+through `migrator.record_attempt` (SECURITY DEFINER, for its own plugin only: the mapping is
+`migrator.plugin_roles`) and checkpoints only its own backfills (row-level security).
+
 migrator creates the roles (the login role needs CREATEROLE) and never drops them. Every step is
 idempotent, and turning the option on for an existing database moves ownership to the role.
 """
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,6 +55,7 @@ def prepare(conn: psycopg.Connection[Any], plugin: Plugin, schemas: Mapping[str,
         for dependency in plugin.depends_on:
             _grant_dependency(conn, schemas.get(dependency, dependency), role)
         _grant_backfill_progress(conn, plugin.name, role)
+        _grant_records(conn, plugin, role)
     except errors.InsufficientPrivilege as exc:
         raise MigrationFailed(
             f"plugin {plugin.name!r}: --isolate-roles could not set up role {role!r} "
@@ -158,7 +170,7 @@ def _grant_backfill_progress(conn: psycopg.Connection[Any], plugin: str, role: s
     role; row-level security keeps that role to its own plugin's rows."""
     table = sql.Identifier("migrator", "backfill_progress")
     conn.execute(sql.SQL("GRANT USAGE ON SCHEMA migrator TO {}").format(sql.Identifier(role)))
-    conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(
+    conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(
         table, sql.Identifier(role)))
     conn.execute(sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(table))
     exists = conn.execute(
@@ -169,3 +181,44 @@ def _grant_backfill_progress(conn: psycopg.Connection[Any], plugin: str, role: s
             "CREATE POLICY {} ON {} TO {} USING (plugin = {}) WITH CHECK (plugin = {})").format(
                 sql.Identifier(role), table, sql.Identifier(role), sql.Literal(plugin),
                 sql.Literal(plugin)))
+
+
+def _grant_records(conn: psycopg.Connection[Any], plugin: Plugin, role: str) -> None:
+    """The role may record history through `migrator.record_attempt`, for its plugin only."""
+    conn.execute(
+        "INSERT INTO migrator.plugin_roles (plugin, schema_name, role_name) VALUES (%s, %s, %s) "
+        "ON CONFLICT (plugin) DO UPDATE SET schema_name = EXCLUDED.schema_name, "
+        "role_name = EXCLUDED.role_name", (plugin.name, plugin.schema, role))
+    conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}(text, text, text, text, text, "
+                         "timestamptz, timestamptz, text, text, text, text, boolean) TO {}").format(
+        sql.Identifier("migrator", "record_attempt"), sql.Identifier(role)))
+
+
+def open_login(conn: psycopg.Connection[Any], role: str) -> str:
+    """Let `role` log in once: LOGIN and a fresh random password, whose SCRAM verifier is
+    computed here so the password itself is never sent in a statement. Returns the password.
+    Call under the plugin's lock, then `close_login` as soon as the session is open."""
+    password = secrets.token_urlsafe(32)
+    verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256")
+    _alter_role(conn, sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+        sql.Identifier(role), sql.Literal(verifier.decode())))
+    return password
+
+
+def close_login(conn: psycopg.Connection[Any], role: str) -> None:
+    """Take LOGIN and the password away again (the open session stays)."""
+    _alter_role(conn, sql.SQL("ALTER ROLE {} NOLOGIN PASSWORD NULL").format(
+        sql.Identifier(role)))
+
+
+def _alter_role(conn: psycopg.Connection[Any], statement: sql.Composed) -> None:
+    """Roles are cluster-wide: a runner on another database of the server may alter the same
+    role at the same moment ("tuple concurrently updated"); the statement is simply retried."""
+    for attempt in range(10):
+        try:
+            conn.execute(statement)
+            return
+        except errors.InternalError as exc:
+            if "concurrently updated" not in str(exc) or attempt == 9:
+                raise
+            time.sleep(0.01 * (attempt + 1))

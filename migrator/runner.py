@@ -28,7 +28,6 @@ from migrator.summary import Outcome, PluginOutcome
 
 if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
-    from sqlalchemy.engine import Connection
 
     from migrator.discovery import Plugin
 
@@ -45,7 +44,6 @@ class Runner:
         self.log = get_logger()
         self.outcomes: dict[str, PluginOutcome] = {}  # filled in as plugins run, even failing
         self._session: db.WorkSession | None = None
-        self._sa: Connection | None = None
         self._scripts: dict[str, ScriptDirectory] = {}
         self._adopted: psycopg.Connection[Any] | None = None
 
@@ -86,14 +84,15 @@ class Runner:
     def isolate(self, plugin: Plugin) -> None:
         """--isolate-roles for a plugin with nothing to run (the option turned on for an
         existing database): under its lock, its role, ownership and grants, as before a run."""
-        with self._plugin(plugin):
-            self.log.info("roles.isolated", plugin=plugin.name, schema=plugin.schema)
+        control = self.session()
+        with self._locked(control, plugin):
+            self._set_up(control, plugin)
+        self.log.info("roles.isolated", plugin=plugin.name, schema=plugin.schema)
 
     def close(self) -> None:
-        if self._sa is not None:
+        if self._session is not None and self._session.sa is not None:
             with suppress(Exception):  # closing a connection that may already be broken
-                self._sa.close()
-            self._sa = None
+                self._session.sa.close()
         if self._session is not None:
             self._session.close()
             self._session = None
@@ -239,9 +238,61 @@ class Runner:
 
     @contextmanager
     def _plugin(self, plugin: Plugin) -> Iterator[tuple[db.WorkSession, tuple[str, ...]]]:
-        """The plugin's lock held on the work session, the plugin set up, and its current
-        revisions read under the lock (work a peer finished is not redone)."""
-        session = self.session()
+        """The session that does `plugin`'s work, holding its lock, the plugin set up, and its
+        current revisions read under the lock (work a peer finished is not redone).
+
+        Normally that is the run's own session. Under --isolate-roles it is a sandboxed one,
+        authenticated as the plugin's role: the run's session sets the plugin up under the
+        lock and opens the role's login just for the moment of connecting, then the sandbox
+        takes the lock itself (a peer that slips in between finds the work done, or does it
+        while this one waits: never both at once)."""
+        control = self.session()
+        if not self.settings.isolate_roles:
+            with self._locked(control, plugin):
+                self._set_up(control, plugin)
+                yield control, self._current(control, plugin)
+            return
+        from migrator import roles
+
+        with self._locked(control, plugin):
+            self._set_up(control, plugin)
+            sandbox = self._open_sandbox(control, roles.owner_role(plugin.schema))
+        work = db.WorkSession(sandbox, lock_timeout=self.settings.lock_timeout)
+        self.stop.on_force.append(sandbox.cancel_safe)
+        try:
+            with self._locked(work, plugin):
+                yield work, self._current(work, plugin)
+        finally:
+            self.stop.on_force.remove(sandbox.cancel_safe)
+            if work.sa is not None:
+                with suppress(Exception):  # the session may be broken
+                    work.sa.close()
+            work.close()
+
+    def _open_sandbox(self, control: db.WorkSession, role: str) -> psycopg.Connection[Any]:
+        """Connect as `role` with a one-time password. Roles are cluster-wide: a runner
+        migrating another database of the same server may change or close the role's login
+        between our two steps, so a refused login is tried again a few times."""
+        from migrator import roles
+        from migrator.errors import TargetRefused
+
+        for attempt in range(5):
+            with db.guarded(), control.autocommit() as conn:
+                password = roles.open_login(conn, role)
+                try:
+                    return connections.connect_as(self.url, user=role, password=password,
+                                                  timeout=self.settings.connect_timeout)
+                except TargetRefused:
+                    if attempt == 4:
+                        raise
+                finally:
+                    roles.close_login(conn, role)
+            self._pause(0.05 * (attempt + 1))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    @contextmanager
+    def _locked(self, session: db.WorkSession, plugin: Plugin) -> Iterator[None]:
+        """`plugin`'s lock on `session`, polled between transactions; released after."""
         session.reset_to_login_role(plugin.schema)
         with db.guarded():
             with session.autocommit() as conn:
@@ -251,9 +302,7 @@ class Runner:
         try:
             with db.guarded():
                 session.check_fence()
-                self._set_up(session, plugin)
-                current = self._current(session, plugin)
-            yield session, current
+            yield
         finally:
             session.locked = None
             # If the connection is gone, its session lock went with it.
@@ -261,16 +310,14 @@ class Runner:
                 locking.release(conn, plugin=plugin.name)
 
     def _set_up(self, session: db.WorkSession, plugin: Plugin) -> None:
-        """The records schema (once a run), the plugin's schema, version table, declared
-        extensions and (--isolate-roles) its role: in one transaction, under the lock."""
-        with session.autocommit() as conn, conn.transaction():
-                conn.execute(sql.SQL("; ").join(setup_statements(plugin)))
-                if self.settings.isolate_roles:
-                    from migrator import roles
+        """The plugin's schema, version table, declared extensions and (--isolate-roles) its
+        role, ownership and grants: in one transaction, as the login role, under the lock."""
+        with db.guarded(), session.autocommit() as conn, conn.transaction():
+            conn.execute(sql.SQL("; ").join(setup_statements(plugin)))
+            if self.settings.isolate_roles:
+                from migrator import roles
 
-                    session.role = roles.prepare(conn, plugin, self.schemas)
-                else:
-                    session.role = None
+                roles.prepare(conn, plugin, self.schemas)
 
     def _current(self, session: db.WorkSession, plugin: Plugin) -> tuple[str, ...]:
         with session.autocommit() as conn:
@@ -278,8 +325,8 @@ class Runner:
 
     def _steps(self, plugin: Plugin, session: db.WorkSession,
                direction: records.Direction) -> steps.PluginSteps:
-        if self._sa is None:
-            self._sa = steps.sqlalchemy_connection(session.conn)
+        if session.sa is None:
+            session.sa = steps.sqlalchemy_connection(session.conn)
         holder: dict[str, steps.PluginSteps] = {}
         environment = RevisionEnvironment(
             plugin=plugin.name, schema=plugin.schema,
@@ -287,7 +334,7 @@ class Runner:
             session=lambda: session.conn,
             reset=lambda: session.reset(plugin),
             should_stop=self.stop.is_set, forced=self.stop.forced, log=self.log)
-        run = steps.PluginSteps(plugin=plugin, session=session, sa_conn=self._sa,
+        run = steps.PluginSteps(plugin=plugin, session=session, sa_conn=session.sa,
                                 safe_url=self.url.safe, environment=environment,
                                 direction=direction, script=self._scripts.get(plugin.name),
                                 record_elsewhere=self._record_elsewhere)

@@ -313,9 +313,6 @@ class PluginSteps:
         assert self._ctx is not None
         maintainer = HeadMaintainer(self._ctx, self.heads)
         maintainer.update_to_step(step)
-        if self.session.role:
-            # --isolate-roles: migrator's records are written by the login role.
-            raw.execute("SET LOCAL ROLE NONE")
         records.record(raw, records.Attempt(
             plugin=self.plugin.name, schema=self.plugin.schema, revision=revision,
             direction=self.direction, checksum=revision_checksum(self.plugin, revision),
