@@ -161,3 +161,30 @@ def test_a_killed_jobs_worker_is_named_with_its_signal_and_never_a_success(
     outcomes = {p["plugin"]: p["outcome"] for p in document["plugins"]}
     assert outcomes["doomed"] == "failed"
     assert version_of(database_url, "doomed") == []
+
+
+def test_a_lock_not_visible_from_the_next_transactions_session_is_a_pooler_exit_2(
+    database_url: str,
+) -> None:
+    """Behind PgBouncer in transaction mode, the lock taken in one transaction is held by a
+    server session the next transaction may not reach. The fence check sees exactly that
+    state — the lock held by another backend, not this one — and refuses with exit 2."""
+    from migrator import db
+    from migrator.errors import PoolerDetected
+
+    with psycopg.connect(database_url, autocommit=True) as holder, \
+            psycopg.connect(database_url) as other:
+        holder.execute("SELECT pg_advisory_lock(%s)", (plugin_key("fenced"),))
+        session = db.WorkSession(other, lock_timeout=5)
+        session.locked = "fenced"  # what a pooled client believes after taking it
+        with pytest.raises(PoolerDetected) as refused:
+            session.check_fence()
+        assert refused.value.exit_code == 2
+        assert "PgBouncer" in str(refused.value) and "session mode" in str(refused.value)
+
+        other.autocommit = True
+        other.execute("SELECT pg_advisory_unlock_all()")
+        holder.execute("SELECT pg_advisory_unlock(%s)", (plugin_key("fenced"),))
+        other.execute("SELECT pg_advisory_lock(%s)", (plugin_key("fenced"),))
+        other.autocommit = False
+        session.check_fence()  # held where the next transaction runs: fine
