@@ -15,7 +15,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 if TYPE_CHECKING:
-    from migrator.backfill import _Spec
+    from migrator.backfill_spec import BackfillSpec
 
 _PROGRESS = sql.Identifier("migrator", "backfill_progress")
 
@@ -43,7 +43,7 @@ def _key_array(columns: list[sql.Composable]) -> sql.Composed:
         sql.SQL("{}::text").format(c) for c in columns))
 
 
-def start(conn: psycopg.Connection[Any], plugin: str, revision: str, spec: _Spec) -> State:
+def start(conn: psycopg.Connection[Any], plugin: str, revision: str, spec: BackfillSpec) -> State:
     """Read the checkpoint, creating it (with the walk's upper bound) on the first start."""
     table = sql.Identifier(*spec.table)
     keys = [sql.Identifier(k) for k in spec.key]
@@ -78,7 +78,7 @@ def start(conn: psycopg.Connection[Any], plugin: str, revision: str, spec: _Spec
                  batches_done=batches_done, estimated_total=_estimate(conn, spec, rows_done))
 
 
-def _estimate(conn: psycopg.Connection[Any], spec: _Spec, rows_done: int) -> int | None:
+def _estimate(conn: psycopg.Connection[Any], spec: BackfillSpec, rows_done: int) -> int | None:
     """The planner's estimate of the rows to update, for the ETA: the rows matching `where`
     (after a resume those are what is left, when the update makes rows stop matching it), or
     the whole table. Works before the table was ever analyzed, unlike `reltuples`."""
@@ -103,7 +103,7 @@ def _estimate(conn: psycopg.Connection[Any], spec: _Spec, rows_done: int) -> int
 class Statements:
     """The batch statement for one backfill, built once and run per batch."""
 
-    def __init__(self, spec: _Spec, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, spec: BackfillSpec, conn: psycopg.Connection[Any]) -> None:
         self.spec, self.conn = spec, conn
         self.table = sql.Identifier(*spec.table)
         self.keys = [sql.Identifier(k) for k in spec.key]
@@ -279,7 +279,7 @@ class Statements:
                    for r in records]
         changes = list(transform(visible))
         if len(changes) != len(records):
-            from migrator.backfill import BackfillError
+            from migrator.errors import BackfillError
 
             raise BackfillError(
                 f"backfill {self.spec.name!r}: transform returned {len(changes)} results "

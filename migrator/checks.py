@@ -33,7 +33,7 @@ from migrator.discovery import Plugin
 from migrator.errors import TreeError
 from migrator.logs import get_logger
 from migrator.plan import ancestry
-from migrator.steps import revision_checksum
+from migrator.scripts import revision_checksum
 
 if TYPE_CHECKING:
     from sqlalchemy import MetaData

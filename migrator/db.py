@@ -25,7 +25,7 @@ from migrator.errors import (
     PoolerDetected,
     TargetRefused,
 )
-from migrator.logs import first_line
+from migrator.logs import first_line, get_logger
 
 if TYPE_CHECKING:
     from typing import Protocol
@@ -258,3 +258,27 @@ def schemas_with_version_table(conn: psycopg.Connection[Any],
         "AND (%s::text[] IS NULL OR n.nspname = ANY(%s::text[])) ORDER BY 1",
         (table, chosen, chosen)).fetchall()
     return [row[0] for row in rows]
+
+
+def drop_invalid_indexes(session: WorkSession, schema: str) -> list[str]:
+    """Drop the INVALID indexes a cut-short concurrent build left in `schema` (not those being
+    built right now), so the revision that builds them runs again and rebuilds them — also when
+    it says IF NOT EXISTS. Runs under the plugin's lock, outside any transaction."""
+    with session.autocommit() as conn:
+        rows = conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_catalog.pg_index i "
+            "JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE NOT i.indisvalid AND n.nspname = %s AND NOT EXISTS (SELECT FROM "
+            "pg_catalog.pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid)",
+            (schema,)).fetchall()
+        dropped = []
+        for nspname, relname in rows:
+            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+                sql.Identifier(nspname, relname)))
+            dropped.append(f"{nspname}.{relname}")
+    if dropped:
+        get_logger().warning("index.invalid_dropped", schema=schema, indexes=dropped,
+                             detail="left by a concurrent build cut short; the revision that "
+                                    "builds them runs again")
+    return dropped

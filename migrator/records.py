@@ -137,16 +137,24 @@ def ddl() -> Sequence[str]:
 
 
 def ensure_schema(conn: psycopg.Connection[Any]) -> None:
-    """Create or update the `migrator` schema once; concurrent runners serialise here.
+    """Create or update the `migrator` schema once; concurrent runners serialise here, and
+    those that waited find it done (no DDL while peers write their records).
     `conn` must be in autocommit mode (this makes its own transaction)."""
-    if _exists(conn, "records_version"):
-        row = conn.execute("SELECT max(version) FROM migrator.records_version").fetchone()
-        if row and row[0] is not None and row[0] >= RECORDS_VERSION:
-            return
+    if _records_version(conn) >= RECORDS_VERSION:
+        return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_BOOTSTRAP_LOCK,))
+        if _records_version(conn) >= RECORDS_VERSION:
+            return
         for statement in _DDL:
             conn.execute(statement)
+
+
+def _records_version(conn: psycopg.Connection[Any]) -> int:
+    if not _exists(conn, "records_version"):
+        return 0
+    row = conn.execute("SELECT max(version) FROM migrator.records_version").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 @dataclass(frozen=True, slots=True)

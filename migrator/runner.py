@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
-from migrator import connections, db, locking, records, retries, steps
+from migrator import connections, db, locking, records, retries, scripts, steps
 from migrator.config import DatabaseUrl, Settings
 from migrator.environment import RevisionEnvironment
 from migrator.errors import Interrupted, MigrationFailed, MigratorError, UnknownRevision
@@ -54,7 +54,7 @@ class Runner:
         found before anything is applied."""
         for plugin in plugins:
             if plugin.name not in self._scripts:
-                self._scripts[plugin.name] = steps.load_script(plugin)
+                self._scripts[plugin.name] = scripts.load_script(plugin)
 
     def upgrade(self, item: PluginPlan) -> PluginOutcome:
         return self._migrate(item.plugin, records.Direction.UP, item.target, check_plan=item)
@@ -116,7 +116,7 @@ class Runner:
                                                                       check_plan):
                     outcome.outcome = Outcome.UP_TO_DATE  # a peer did it while we waited
                     return outcome
-                steps.drop_invalid_indexes(session, plugin.schema)
+                db.drop_invalid_indexes(session, plugin.schema)
                 run = self._steps(plugin, session, direction)
                 with run.installed(current):
                     todo = (run.upgrade_steps(destination) if direction is records.Direction.UP

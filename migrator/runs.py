@@ -198,7 +198,7 @@ def stamp(settings: Settings, name: str, revision: str) -> RunSummary:
 def repair(settings: Settings, name: str) -> list[dict[str, Any]]:
     """Accept intentional edits of applied revisions: a `repair` history row with the file's
     current checksum for each applied revision whose recorded checksum differs."""
-    from migrator.steps import revision_checksum
+    from migrator.scripts import revision_checksum
 
     found = plugins(settings)
     plugin = plugin_named(found, name)

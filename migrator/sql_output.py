@@ -102,7 +102,7 @@ def render_upgrade(item: PluginPlan, *, lock_timeout: float,
     """The SQL of `item`'s pending revisions, from `item.current` to `item.target`."""
     from alembic.runtime.migration import MigrationStep
 
-    from migrator.steps import load_script
+    from migrator.scripts import load_script
 
     script = script or load_script(item.plugin)
     steps = [MigrationStep.upgrade_from_script(script.revision_map, script.get_revision(rev))
@@ -114,7 +114,7 @@ def render_downgrade(plugin: Plugin, *, start: tuple[str, ...], destination: str
                      lock_timeout: float, script: ScriptDirectory | None = None
                      ) -> RenderedPlugin:
     """The SQL that reverts `plugin` from `start` to `destination` (a revision, -N, base)."""
-    from migrator.steps import load_script
+    from migrator.scripts import load_script
 
     script = script or load_script(plugin)
     heads: Any = start  # Alembic annotates `str` but takes the heads tuple (as runner.py does)
@@ -127,7 +127,7 @@ def _render(plugin: Plugin, direction: str, start: tuple[str, ...], steps: list[
     from alembic.operations import Operations
     from alembic.runtime.migration import MigrationContext
 
-    from migrator.backfill import RENDER_HOOK
+    from migrator.backfill_spec import RENDER_HOOK
 
     recorder = _Recorder(plugin, direction, start, [str(s.revision.revision) for s in steps])
     ctx = MigrationContext.configure(dialect_name="postgresql", opts={
@@ -243,7 +243,7 @@ class _Recorder:
         self.end = tuple(sorted(heads))
         revision = self.current
         assert revision is not None
-        from migrator.steps import revision_checksum
+        from migrator.scripts import revision_checksum
 
         found = self.plugin.revision(revision)
         self.statements.append(Statement(

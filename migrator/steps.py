@@ -20,7 +20,6 @@ agree afterwards, judged by fact rather than by reading its source:
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -33,8 +32,9 @@ from psycopg import sql
 from migrator import db, records, retries
 from migrator.connections import host_identity
 from migrator.environment import ENVIRONMENT_KEY, RevisionEnvironment
-from migrator.errors import ConnectionLost, Interrupted, MigrationFailed, MigratorError, TreeError
+from migrator.errors import ConnectionLost, Interrupted, MigrationFailed, MigratorError
 from migrator.logs import first_line, get_logger, redact
+from migrator.scripts import alembic_config, load_script, revision_checksum
 
 if TYPE_CHECKING:
     from alembic.runtime.environment import EnvironmentContext
@@ -65,55 +65,6 @@ class Applied:
     seconds: float
 
 
-def load_script(plugin: Plugin) -> ScriptDirectory:
-    """Alembic's view of the tree (imports every revision module), checked against ours."""
-    from alembic.script import ScriptDirectory
-    from alembic.util import CommandError
-
-    script = ScriptDirectory(str(plugin.path), version_locations=[str(plugin.versions_dir)])
-    try:
-        heads = script.get_heads()  # builds the revision map: imports every revision module
-        for rev in plugin.revisions:
-            script.get_revision(rev.revision)
-    except SyntaxError as exc:
-        raise TreeError(f"{exc.filename}:{exc.lineno}: syntax error ({exc.msg}); fix the file",
-                        plugin=plugin.name, path=exc.filename) from None
-    except CommandError as exc:
-        raise TreeError(
-            f"plugin {plugin.name!r}: Alembic reads the tree differently ({exc}); keep "
-            "`revision = \"...\"` and `down_revision = ...` plain one-line literals",
-            plugin=plugin.name) from None
-    except Exception as exc:  # a revision module failed to import: user code, any error type
-        where = _revision_frame(exc, plugin)
-        raise TreeError(f"{where}: importing the revision failed ({type(exc).__name__}: "
-                        f"{first_line(exc)}); fix the file", plugin=plugin.name,
-                        path=where) from None
-    declared = sorted(getattr(plugin, "heads", None) or ([plugin.head] if plugin.head else []))
-    if sorted(heads) != declared:
-        raise TreeError(
-            f"plugin {plugin.name!r}: Alembic finds heads {sorted(heads)}, the files declare "
-            f"{declared}; keep `revision` and `down_revision` plain one-line literals",
-            plugin=plugin.name)
-    return script
-
-
-def _revision_frame(exc: BaseException, plugin: Plugin) -> str:
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if f.filename.startswith(str(plugin.versions_dir))]
-    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else str(plugin.versions_dir)
-
-
-def alembic_config(plugin: Plugin, safe_url: str) -> Any:
-    """The `Config` a revision sees as `context.config`: no file, the plugin's tree as
-    `script_location`, the database URL without its password."""
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(plugin.path).replace("%", "%%"))
-    config.set_main_option("sqlalchemy.url", safe_url.replace("%", "%%"))
-    return config
-
-
 def sqlalchemy_connection(raw: psycopg.Connection[Any]) -> Connection:
     """A SQLAlchemy connection over migrator's own psycopg session (no second session: the
     plugin's lock lives on this one). Left idle, outside any transaction."""
@@ -128,18 +79,6 @@ def sqlalchemy_connection(raw: psycopg.Connection[Any]) -> Connection:
     if raw.info.transaction_status != IDLE:
         raw.rollback()
     return conn
-
-
-def revision_checksum(plugin: Plugin, revision: str) -> str | None:
-    rev_file = plugin.revision(revision)
-    if rev_file is None:
-        return None
-    known = getattr(rev_file, "checksum", None)
-    if isinstance(known, str):
-        return known
-    import hashlib
-
-    return hashlib.sha256(rev_file.path.read_bytes()).hexdigest()
 
 
 @dataclass(slots=True)
@@ -437,28 +376,3 @@ def _database_cause(exc: BaseException) -> BaseException:
             return seen
         seen = seen.__cause__
     return exc
-
-
-def drop_invalid_indexes(session: db.WorkSession, schema: str) -> list[str]:
-    """Drop the INVALID indexes a cut-short concurrent build left in `schema` (not those being
-    built right now), so the revision that builds them runs again and rebuilds them — also when
-    it says IF NOT EXISTS. Runs under the plugin's lock, outside any transaction."""
-    with session.autocommit() as conn:
-        rows = conn.execute(
-            "SELECT n.nspname, c.relname FROM pg_catalog.pg_index i "
-            "JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
-            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE NOT i.indisvalid AND n.nspname = %s AND NOT EXISTS (SELECT FROM "
-            "pg_catalog.pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid)",
-            (schema,)).fetchall()
-        dropped = []
-        for nspname, relname in rows:
-            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
-                sql.Identifier(nspname, relname)))
-            dropped.append(f"{nspname}.{relname}")
-    if dropped:
-        get_logger().warning("index.invalid_dropped", schema=schema, indexes=dropped,
-                             detail="left by a concurrent build cut short; the revision that "
-                                    "builds them runs again")
-    return dropped
-

@@ -21,7 +21,7 @@ import pytest
 from conftest import RunCli
 
 from migrator.discovery import Plugin
-from migrator.steps import load_script
+from migrator.scripts import load_script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_PLATFORM = REPO_ROOT / "plugin_migrations"

@@ -1,0 +1,76 @@
+"""A plugin's tree as Alembic sees it: its `ScriptDirectory` (checked against migrator's own
+reading), the `Config` its revisions see, and a revision file's checksum."""
+
+from __future__ import annotations
+
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from migrator.errors import TreeError
+from migrator.logs import first_line
+
+if TYPE_CHECKING:
+    from alembic.script import ScriptDirectory
+
+    from migrator.discovery import Plugin
+
+
+def load_script(plugin: Plugin) -> ScriptDirectory:
+    """Alembic's view of the tree (imports every revision module), checked against ours."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    script = ScriptDirectory(str(plugin.path), version_locations=[str(plugin.versions_dir)])
+    try:
+        heads = script.get_heads()  # builds the revision map: imports every revision module
+        for rev in plugin.revisions:
+            script.get_revision(rev.revision)
+    except SyntaxError as exc:
+        raise TreeError(f"{exc.filename}:{exc.lineno}: syntax error ({exc.msg}); fix the file",
+                        plugin=plugin.name, path=exc.filename) from None
+    except CommandError as exc:
+        raise TreeError(
+            f"plugin {plugin.name!r}: Alembic reads the tree differently ({exc}); keep "
+            "`revision = \"...\"` and `down_revision = ...` plain one-line literals",
+            plugin=plugin.name) from None
+    except Exception as exc:  # a revision module failed to import: user code, any error type
+        where = _revision_frame(exc, plugin)
+        raise TreeError(f"{where}: importing the revision failed ({type(exc).__name__}: "
+                        f"{first_line(exc)}); fix the file", plugin=plugin.name,
+                        path=where) from None
+    declared = sorted(getattr(plugin, "heads", None) or ([plugin.head] if plugin.head else []))
+    if sorted(heads) != declared:
+        raise TreeError(
+            f"plugin {plugin.name!r}: Alembic finds heads {sorted(heads)}, the files declare "
+            f"{declared}; keep `revision` and `down_revision` plain one-line literals",
+            plugin=plugin.name)
+    return script
+
+
+def _revision_frame(exc: BaseException, plugin: Plugin) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if f.filename.startswith(str(plugin.versions_dir))]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else str(plugin.versions_dir)
+
+
+def alembic_config(plugin: Plugin, safe_url: str) -> Any:
+    """The `Config` a revision sees as `context.config`: no file, the plugin's tree as
+    `script_location`, the database URL without its password."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(plugin.path).replace("%", "%%"))
+    config.set_main_option("sqlalchemy.url", safe_url.replace("%", "%%"))
+    return config
+
+
+def revision_checksum(plugin: Plugin, revision: str) -> str | None:
+    rev_file = plugin.revision(revision)
+    if rev_file is None:
+        return None
+    known = getattr(rev_file, "checksum", None)
+    if isinstance(known, str):
+        return known
+    import hashlib
+
+    return hashlib.sha256(rev_file.path.read_bytes()).hexdigest()
