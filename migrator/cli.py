@@ -332,10 +332,10 @@ def downgrade_command(
     settings = _settings(ctx, **_run_options(lock_wait, lock_timeout, retries, isolate_roles,
                                              None))
     if sql:
-        _emit_sql([commands.downgrade_sql(settings, plugin, to, start=start)],
+        _emit_sql(commands.downgrade_sql(settings, plugin, to, start=start, cascade=cascade),
                   "migrator downgrade --sql", output_dir)
     elif dry_run:
-        _emit_review(commands.downgrade_dry_run(settings, plugin, to), output)
+        _emit_review(commands.downgrade_dry_run(settings, plugin, to, cascade=cascade), output)
     else:
         from migrator import runs
 

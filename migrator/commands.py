@@ -17,6 +17,7 @@ from migrator.discovery import Plugin
 from migrator.errors import (
     ConfigError,
     DatabaseUnreachable,
+    DependentsApplied,
     FindingsReported,
     UnknownPlugin,
     UsageError,
@@ -250,18 +251,26 @@ def upgrade_sql(settings: Settings, names: Sequence[str] = (), *, start: str | N
     return [render_upgrade(item, lock_timeout=settings.lock_timeout) for item in plan.plugins]
 
 
-def downgrade_sql(settings: Settings, name: str, to: str, *, start: str | None = None) -> Any:
+def downgrade_sql(settings: Settings, name: str, to: str, *, start: str | None = None,
+                  cascade: bool = False) -> list[Any]:
     """`downgrade --sql`: the SQL that reverts `name` from its head (or `start`) to `to`,
-    rendered offline. Returns a `sql_output.RenderedPlugin`."""
+    rendered offline; with `cascade`, first the plugins that depend on it, from their heads
+    to base, dependents first (offline, they are assumed at head). Returns
+    `sql_output.RenderedPlugin`s."""
     from migrator.sql_output import render_downgrade
 
-    plugin = plugin_named(plugins(settings), name)
+    found = plugins(settings)
+    plugin = plugin_named(found, name)
     destination = downgrade_destination(plugin, to)
     begin = plugin.head if start is None else resolve_revision(plugin, start)
     item = PluginPlan.build(plugin, (begin,) if begin else ())
     check_downgrade_reachable(item, destination)
-    return render_downgrade(plugin, start=item.current, destination=destination,
-                            lock_timeout=settings.lock_timeout)
+    dependents = discovery.dependents_of(found, name) if cascade else []
+    return [*(render_downgrade(p, start=(p.head,) if p.head else (), destination="base",
+                               lock_timeout=settings.lock_timeout)
+              for p in reversed(dependents)),
+            render_downgrade(plugin, start=item.current, destination=destination,
+                             lock_timeout=settings.lock_timeout)]
 
 
 def upgrade_dry_run(settings: Settings, names: Sequence[str] = (), *,
@@ -283,18 +292,36 @@ def upgrade_dry_run(settings: Settings, names: Sequence[str] = (), *,
         return review.review_upgrade(conn, plan, lock_timeout=settings.lock_timeout)
 
 
-def downgrade_dry_run(settings: Settings, name: str, to: str) -> Any:
-    """`downgrade --dry-run`: what `downgrade` would revert now, read-only."""
+def downgrade_dry_run(settings: Settings, name: str, to: str, *, cascade: bool = False) -> Any:
+    """`downgrade --dry-run`: what `downgrade` (with `cascade`, also its applied dependents'
+    reverts, first) would revert now, read-only. Returns a `review.Review`."""
     from migrator import review
 
-    plugin = plugin_named(plugins(settings), name)
+    found = plugins(settings)
+    plugin = plugin_named(found, name)
     destination = downgrade_destination(plugin, to)
     with review.read_only(settings) as conn:
-        plan = read_plan(conn, [plugin])
-        plan.require_known_revisions()
-        check_downgrade_reachable(plan.plugins[0], destination)
-        return review.review_downgrade(conn, plan.plugins[0], destination,
-                                       lock_timeout=settings.lock_timeout)
+        plan = read_plan(conn, found)
+        items = {item.name: item for item in plan.plugins}
+        Plan((items[name],)).require_known_revisions()
+        check_downgrade_reachable(items[name], destination)
+        applied = [p for p in discovery.dependents_of(found, name) if items[p.name].current]
+        refuse_without_cascade(plugin, applied, cascade)
+        Plan(tuple(items[p.name] for p in applied)).require_known_revisions()
+        return review.review_downgrade(
+            conn, [*((items[p.name], "base") for p in reversed(applied)),
+                   (items[name], destination)], lock_timeout=settings.lock_timeout)
+
+
+def refuse_without_cascade(plugin: Plugin, dependents: list[Plugin], cascade: bool) -> None:
+    """Reverting a plugin that applied plugins depend on would break their foreign keys
+    half-way: refuse before anything changes, unless `--cascade`."""
+    if dependents and not cascade:
+        listed = ", ".join(p.name for p in dependents)
+        raise DependentsApplied(
+            f"plugin {plugin.name!r}: applied plugins depend on it ({listed}); revert them "
+            "first, or rerun with --cascade to revert them to base before it",
+            plugin=plugin.name, dependents=[p.name for p in dependents])
 
 
 def lint(settings: Settings, names: Sequence[str] = ()) -> Any:

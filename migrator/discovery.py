@@ -424,3 +424,13 @@ def with_dependencies(plugins: list[Plugin], names: Iterable[str]) -> list[Plugi
     """The named plugins and everything they depend on, in dependency order."""
     wanted = reachable(names, {p.name: p.depends_on for p in plugins})
     return [p for p in plugins if p.name in wanted]
+
+
+def dependents_of(plugins: list[Plugin], name: str) -> list[Plugin]:
+    """The plugins that depend on `name`, directly or not, in dependency order."""
+    depended_by: dict[str, list[str]] = {}
+    for candidate in plugins:
+        for dependency in candidate.depends_on:
+            depended_by.setdefault(dependency, []).append(candidate.name)
+    names = reachable([name], depended_by) - {name}
+    return [p for p in plugins if p.name in names]

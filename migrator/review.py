@@ -157,12 +157,14 @@ def review_upgrade(conn: psycopg.Connection[Any], plan: Plan, *, lock_timeout: f
     return Review("upgrade", plan, rendered, _notes(conn, rendered))
 
 
-def review_downgrade(conn: psycopg.Connection[Any], item: PluginPlan, destination: str, *,
-                     lock_timeout: float) -> Review:
-    rendered = render_downgrade(item.plugin, start=item.current, destination=destination,
-                                lock_timeout=lock_timeout)
-    return Review("downgrade", Plan((item,)), (rendered,) if rendered.revisions else (),
-                  _notes(conn, (rendered,)))
+def review_downgrade(conn: psycopg.Connection[Any], reverts: Sequence[tuple[PluginPlan, str]],
+                     *, lock_timeout: float) -> Review:
+    """Each (plugin, destination) revert in order (a `--cascade`'s dependents first)."""
+    rendered = tuple(render_downgrade(item.plugin, start=item.current, destination=destination,
+                                      lock_timeout=lock_timeout)
+                     for item, destination in reverts)
+    return Review("downgrade", Plan(tuple(item for item, _ in reverts)),
+                  tuple(r for r in rendered if r.revisions), _notes(conn, rendered))
 
 
 def _notes(conn: psycopg.Connection[Any], rendered: Sequence[RenderedPlugin]

@@ -18,10 +18,11 @@ from migrator.commands import (
     plugin_named,
     plugins,
     read_plan,
+    refuse_without_cascade,
     select,
 )
 from migrator.config import Settings
-from migrator.errors import DependentsApplied, Interrupted, MigratorError, UsageError
+from migrator.errors import Interrupted, MigratorError, UsageError
 from migrator.logs import get_logger, redact
 from migrator.plan import Plan, resolve_revision
 from migrator.stopping import StopRequest
@@ -145,13 +146,8 @@ def _isolate(settings: Settings, conn: psycopg.Connection[Any], found: list[Plug
 def applied_dependents(found: list[Plugin], plugin: Plugin, plan: Plan) -> list[Plugin]:
     """The plugins that depend on `plugin` (directly or not) and have revisions applied, in
     dependency order."""
-    depended_by: dict[str, list[str]] = {}
-    for candidate in found:
-        for dependency in candidate.depends_on:
-            depended_by.setdefault(dependency, []).append(candidate.name)
-    names = discovery.reachable([plugin.name], depended_by) - {plugin.name}
     applied = {item.name for item in plan.plugins if item.current}
-    return [p for p in found if p.name in names and p.name in applied]
+    return [p for p in discovery.dependents_of(found, plugin.name) if p.name in applied]
 
 
 def downgrade(settings: Settings, name: str, to: str, *, cascade: bool = False) -> RunSummary:
@@ -167,12 +163,7 @@ def downgrade(settings: Settings, name: str, to: str, *, cascade: bool = False) 
             Plan((item,)).require_known_revisions()
             check_downgrade_reachable(item, destination)
             dependents = applied_dependents(found, plugin, plan)
-            if dependents and not cascade:
-                listed = ", ".join(p.name for p in dependents)
-                raise DependentsApplied(
-                    f"plugin {plugin.name!r}: applied plugins depend on it ({listed}); revert "
-                    f"them first, or rerun with --cascade to revert them to base before it",
-                    plugin=plugin.name, dependents=[p.name for p in dependents])
+            refuse_without_cascade(plugin, dependents, cascade)
             Plan(tuple(p for p in plan.plugins if p.plugin in dependents)
                  ).require_known_revisions()
             with runner_for(settings, found, [*dependents, plugin], summary, conn) as runner:

@@ -321,3 +321,28 @@ def test_downgrade_cascade_reverts_the_dependents_to_base_first(
     order = fetch(database_url, "SELECT plugin FROM migrator.history WHERE direction = 'down' "
                   "ORDER BY id")
     assert order == [("panels",), ("core",)]
+
+
+def test_downgrade_dry_run_and_sql_show_the_cascade(
+    database_url: str, migrate: Run, tmp_path: Path,
+) -> None:
+    """--dry-run refuses like the real run without --cascade and shows the dependents'
+    reverts first with it; --sql (offline) renders them first with --cascade."""
+    write_plugin(tmp_path / "plugins", "core", [CORE])
+    write_plugin(tmp_path / "plugins", "panels", [PANELS], toml='depends_on = ["core"]')
+    assert migrate("upgrade").returncode == 0
+
+    refused = migrate("downgrade", "--plugin", "core", "--to", "base", "--dry-run")
+    assert refused.returncode == 2 and "panels" in error_lines(refused.stderr)[0]
+    shown = migrate("downgrade", "--plugin", "core", "--to", "base", "--cascade", "--dry-run",
+                    "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    document = json.loads(shown.stdout)
+    assert [(p["name"], p["from"], p["to"]) for p in document["plugins"]] == [
+        ("panels", "p1", None), ("core", "k1", None)]
+    assert version_of(database_url, "panels") == ["p1"]  # a dry run changes nothing
+
+    script = migrate("downgrade", "--plugin", "core", "--to", "base", "--cascade", "--sql")
+    assert script.returncode == 0, script.stderr
+    text = script.stdout
+    assert text.index('DROP TABLE panels') < text.index('DROP TABLE accounts')
