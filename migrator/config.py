@@ -6,13 +6,14 @@ held in `DatabaseUrl`, whose text form never shows the password.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, unquote
 
 from migrator.errors import ConfigError
 
@@ -22,82 +23,195 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+DAY = 86_400.0
+# libpq keywords a URL or a keyword/value string may not carry: migrator sets them itself.
+_OWN_KEYWORDS = ("application_name",)
+# Shorter secrets are not redacted by text replacement (it would garble every line).
+MIN_REDACTED_LENGTH = 3
 
 
-def parse_duration(text: str | float | int, *, what: str) -> float:
-    """Seconds from `250ms`, `5s`, `2m`, `1h` or a bare number of seconds."""
+def parse_duration(text: str | float | int, *, what: str, minimum: float = 0.0,
+                   maximum: float = DAY) -> float:
+    """Seconds from `250ms`, `5s`, `2m`, `1h` or a bare number of seconds, within
+    [minimum, maximum]; anything else is a one-line ConfigError naming `what`."""
+    if isinstance(text, bool):
+        raise ConfigError(f"{what}: {text!r} is not a duration")
     if isinstance(text, int | float):
-        if text < 0:
-            raise ConfigError(f"{what} must not be negative, got {text}")
-        return float(text)
-    match = _DURATION.match(text)
-    if match is None:
-        raise ConfigError(
-            f"{what}: {text!r} is not a duration; write it like 250ms, 5s, 2m or a number "
-            "of seconds"
-        )
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        seconds = float(text)
+    else:
+        match = _DURATION.match(text)
+        if match is None:
+            raise ConfigError(
+                f"{what}: {text[:40]!r} is not a duration; write it like 250ms, 5s, 2m or a "
+                "number of seconds")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not math.isfinite(seconds) or not minimum <= seconds <= maximum:
+        raise ConfigError(f"{what}: {text!r} is out of range; give a duration from "
+                          f"{_shown(minimum)} to {_shown(maximum)}")
+    return seconds
+
+
+def _shown(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    return f"{seconds:g}s"
 
 
 @dataclass(frozen=True, slots=True)
 class DatabaseUrl:
-    """A PostgreSQL URL normalised for psycopg; `str()` and `repr()` hide the password."""
+    """Where the database is, as libpq keywords (parsed by psycopg's own `conninfo_to_dict`,
+    so a password reaches the driver exactly as written: `%20` is a space, `+` a plus).
 
-    conninfo: str = field(repr=False)
-    passwords: tuple[str, ...] = field(repr=False, default=())  # userinfo and ?password=
+    Accepted: URLs (`postgres://`, `postgresql://`, `postgresql+psycopg://`,
+    `postgresql+asyncpg://`; the password in the userinfo, percent-encoded or not, or in
+    `?password=`) and libpq keyword/value strings (`host=db dbname=platform password=...`).
+    `str()`, `repr()`, `.safe` and `.target` never show the password; `passwords` holds every
+    form of it that could appear in a message, for redaction."""
+
+    params: Mapping[str, str] = field(repr=False)
+    passwords: tuple[str, ...] = field(repr=False, default=())
 
     @property
     def password(self) -> str | None:
-        return self.passwords[0] if self.passwords else None
+        return self.params.get("password")
+
+    @property
+    def conninfo(self) -> str:
+        """The libpq keyword/value string psycopg connects with (password included)."""
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo("", **self.params)
 
     @classmethod
     def parse(cls, raw: str, *, source: str) -> DatabaseUrl:
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+
         text = raw.strip()
+        if not text:
+            raise ConfigError(f"{source}: the database URL is empty; write it like "
+                              "postgresql://user@host:5432/database")
         try:
-            parts = urlsplit(text)
-            parts.port  # noqa: B018 - validates the port; urlsplit alone does not
-        except ValueError as exc:
-            # The message names what is wrong, never the URL: it may hold a password.
-            raise ConfigError(f"{source}: the database URL cannot be parsed ({exc}); write it "
-                              "like postgresql://user:password@host:5432/database") from None
-        if parts.scheme not in ACCEPTED_SCHEMES or not text.startswith(parts.scheme + "://"):
-            shown = parts.scheme or text.split(":", 1)[0][:30]
+            if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+                params = conninfo_to_dict(_libpq_url(text, source))
+            elif "=" in text:
+                params = conninfo_to_dict(text)
+            else:  # neither a URL nor keyword=value pairs: most likely a mistyped scheme
+                raise ConfigError(
+                    f"{source}: unsupported database URL scheme "
+                    f"{text.split(':', 1)[0][:30]!r}; use one of "
+                    + ", ".join(s + "://" for s in ACCEPTED_SCHEMES)
+                    + ", or libpq's 'host=... dbname=...'")
+        except ProgrammingError as exc:
+            # libpq's message names the offending option or character, never the password.
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
             raise ConfigError(
-                f"{source}: unsupported database URL scheme {shown!r}; use one of "
-                + ", ".join(s + "://" for s in ACCEPTED_SCHEMES)
-            )
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        # asyncpg spells sslmode as `ssl`; psycopg only knows `sslmode`.
-        query = [("sslmode" if key == "ssl" else key, value) for key, value in query]
-        normalised = urlunsplit(
-            ("postgresql", parts.netloc, parts.path, urlencode(query), parts.fragment)
-        )
-        passwords = [unquote(parts.password)] if parts.password else []
-        passwords += [value for key, value in query if key == "password" and value]
-        return cls(conninfo=normalised, passwords=tuple(passwords))
+                f"{source}: the database URL cannot be used ({_without(reason, text)}); write "
+                "it like postgresql://user:password@host:5432/database or "
+                "'host=... dbname=... user=...'") from None
+        clean = {key: str(value) for key, value in params.items() if value is not None}
+        for key in _OWN_KEYWORDS:
+            clean.pop(key, None)
+        return cls(params=clean, passwords=_secret_forms(clean.get("password")))
+
+    @property
+    def user(self) -> str:
+        return self.params.get("user") or os.environ.get("PGUSER") or getpass_user()
+
+    @property
+    def target(self) -> str:
+        """user@host:port/database, for messages (no password)."""
+        host = self.params.get("host") or self.params.get("hostaddr") or "localhost"
+        port = self.params.get("port") or "5432"
+        return f"{self.user}@{host}:{port}/{self.params.get('dbname') or self.user}"
 
     @property
     def safe(self) -> str:
-        """The URL with its password replaced by `***`."""
-        parts = urlsplit(self.conninfo)
-        netloc = parts.netloc
-        if parts.password is not None:
-            userinfo = quote(unquote(parts.username or ""), safe="") + ":***"
-            netloc = f"{userinfo}@{netloc.rsplit('@', 1)[1]}"
-        query = "&".join(
-            f"{key}=***" if key == "password" else f"{key}={quote(value, safe='/')}"
-            for key, value in parse_qsl(parts.query, keep_blank_values=True))
-        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+        """A URL with its password replaced by `***`."""
+        host = self.params.get("host") or self.params.get("hostaddr") or ""
+        if "," not in host and ":" in host:
+            host = f"[{host}]"  # an IPv6 address
+        port = f":{self.params['port']}" if self.params.get("port") else ""
+        user = quote(self.params.get("user", ""), safe="")
+        userinfo = (user + (":***" if self.password else "") + "@") if user or self.password \
+            else ""
+        rest = "&".join(f"{key}={quote(value, safe='/')}" for key, value in
+                        sorted(self.params.items())
+                        if key not in ("host", "hostaddr", "port", "user", "password", "dbname"))
+        dbname = quote(self.params.get("dbname", ""), safe="")
+        return f"postgresql://{userinfo}{quote(host, safe='/,[]:')}{port}/{dbname}" + (
+            f"?{rest}" if rest else "")
 
     def with_database(self, name: str) -> DatabaseUrl:
-        parts = urlsplit(self.conninfo)
-        return DatabaseUrl(
-            conninfo=urlunsplit(parts._replace(path="/" + quote(name, safe=""))),
-            passwords=self.passwords,
-        )
+        return DatabaseUrl(params={**self.params, "dbname": name}, passwords=self.passwords)
+
+    def sqlalchemy_url(self) -> Any:
+        """SQLAlchemy's URL for this database, driver psycopg, password included."""
+        from sqlalchemy.engine import URL
+
+        query = {key: value for key, value in self.params.items()
+                 if key not in ("host", "port", "user", "password", "dbname")}
+        host = self.params.get("host")
+        port = self.params.get("port")
+        return URL.create("postgresql+psycopg", username=self.params.get("user"),
+                          password=self.params.get("password"), host=host,
+                          port=int(port) if port and port.isdigit() else None,
+                          database=self.params.get("dbname"), query=query)
 
     def __str__(self) -> str:
         return self.safe
+
+
+def getpass_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in this container
+        return "postgres"
+
+
+def _libpq_url(text: str, source: str) -> str:
+    """A URL of any accepted scheme as a `postgresql://` URL libpq parses exactly: the userinfo
+    split at its last `@` (an unencoded `/`, `@` or `:` in the password is kept), user and
+    password percent-encoded once, asyncpg's `ssl` spelled `sslmode`."""
+    scheme, rest = text.split("://", 1)
+    if scheme.lower() not in ACCEPTED_SCHEMES:
+        raise ConfigError(f"{source}: unsupported database URL scheme {scheme[:30]!r}; use one "
+                          "of " + ", ".join(s + "://" for s in ACCEPTED_SCHEMES))
+    before_query, question, query = rest.partition("?")
+    userinfo, at, location = before_query.rpartition("@")
+    if at:
+        user, colon, password = userinfo.partition(":")
+        userinfo = quote(unquote(user), safe="") + (
+            ":" + quote(unquote(password), safe="") if colon else "") + "@"
+    if query:
+        pairs = [part.partition("=") for part in query.split("&") if part]
+        query = "&".join(("sslmode" if key == "ssl" else key) + eq + value
+                         for key, eq, value in pairs)
+    return "postgresql://" + userinfo + location + (question + query if query else "")
+
+
+def _secret_forms(password: str | None) -> tuple[str, ...]:
+    """Every way `password` could be written in a message: as is, and percent- or
+    plus-encoded as in a URL."""
+    if not password or len(password) < MIN_REDACTED_LENGTH:
+        return ()
+    forms = {password, quote(password, safe=""), quote(password), quote_plus(password)}
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
+def _without(reason: str, text: str) -> str:
+    """libpq's complaint without anything it quoted from the input, which may hold a password
+    — except the name of an unknown option or URL parameter, which is the point of it."""
+    unknown = re.match(r'^(invalid connection option|invalid URI query parameter:) '
+                       r'"([a-z_]{1,40})"$', reason)
+    if unknown:
+        return f"unknown parameter {unknown.group(2)!r}; libpq knows no such option"
+    cleaned = re.sub(r'"[^"]*"', '"…"', reason.replace(text, "…"))
+    return cleaned[:200]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,21 +254,24 @@ class Settings:
                               LOG_LEVELS, "--log-level / MIGRATOR_LOG_LEVEL"),
             lock_wait=_duration(pick("lock_wait", "MIGRATOR_LOCK_WAIT"), 300.0,
                                 "--lock-wait / MIGRATOR_LOCK_WAIT"),
+            # 0 would mean "no timeout" to PostgreSQL: the opposite of what was asked.
             lock_timeout=_duration(pick("lock_timeout", "MIGRATOR_LOCK_TIMEOUT"), 5.0,
-                                   "--lock-timeout / MIGRATOR_LOCK_TIMEOUT"),
+                                   "--lock-timeout / MIGRATOR_LOCK_TIMEOUT", minimum=0.001,
+                                   maximum=3600.0),
             retries=_count(pick("retries", "MIGRATOR_RETRIES"), 5, "--retries / MIGRATOR_RETRIES",
-                           minimum=0),
+                           minimum=0, maximum=100),
             isolate_roles=_flag(pick("isolate_roles", "MIGRATOR_ISOLATE_ROLES"),
                                 "MIGRATOR_ISOLATE_ROLES"),
-            jobs=_count(pick("jobs", "MIGRATOR_JOBS"), 1, "--jobs / MIGRATOR_JOBS", minimum=1),
+            jobs=_count(pick("jobs", "MIGRATOR_JOBS"), 1, "--jobs / MIGRATOR_JOBS", minimum=1,
+                        maximum=64),
         )
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Strings that must never appear in any output."""
-        if self.database_url:
-            return self.database_url.passwords
-        return ()
+        """Strings that must never appear in any output: the URL's password in every form,
+        and libpq's PGPASSWORD."""
+        found = self.database_url.passwords if self.database_url else ()
+        return found + _secret_forms(os.environ.get("PGPASSWORD"))
 
 
 def _database_url(flag: str | None, env: Mapping[str, str]) -> DatabaseUrl | None:
@@ -171,6 +288,10 @@ def _database_url(flag: str | None, env: Mapping[str, str]) -> DatabaseUrl | Non
                 f"MIGRATOR_DATABASE_URL_FILE: cannot read {secret_file} ({exc.strerror}); "
                 "check the secret is mounted at that path"
             ) from None
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"MIGRATOR_DATABASE_URL_FILE: {secret_file} is not UTF-8 text; write the "
+                "database URL in it as plain text") from None
         if not text.strip():
             raise ConfigError(
                 f"MIGRATOR_DATABASE_URL_FILE: {secret_file} is empty; put the database URL in it"
@@ -190,19 +311,22 @@ def _flag(value: Any, variable: str) -> bool:
     raise ConfigError(f"{variable}={value!r} is not a boolean; use 1 or 0")
 
 
-def _duration(value: Any, default: float, what: str) -> float:
-    return default if value is None else parse_duration(value, what=what)
+def _duration(value: Any, default: float, what: str, *, minimum: float = 0.0,
+              maximum: float = DAY) -> float:
+    return default if value is None else parse_duration(value, what=what, minimum=minimum,
+                                                        maximum=maximum)
 
 
-def _count(value: Any, default: int, what: str, *, minimum: int) -> int:
+def _count(value: Any, default: int, what: str, *, minimum: int, maximum: int) -> int:
     if value is None:
         return default
     try:
         number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what}: {value!r} is not a whole number") from None
-    if number < minimum:
-        raise ConfigError(f"{what}: {number} is below the minimum of {minimum}")
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{what}: {str(value)[:40]!r} is not a whole number") from None
+    if not minimum <= number <= maximum:
+        raise ConfigError(f"{what}: {number} is out of range; give a number from {minimum} "
+                          f"to {maximum}")
     return number
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -27,22 +28,35 @@ def application_name() -> str:
     return f"migrator@{host_identity()}"[:63]
 
 
+# libpq's words for what waiting cannot heal: refused at once with exit 2.
+_REFUSALS = ("password authentication failed", "authentication failed", "does not exist",
+             "no pg_hba.conf entry", "not permitted to log in", "SSL required",
+             "certificate", "peer authentication failed", "Ident authentication failed")
+
+
 def connect(url: DatabaseUrl, *, timeout: float, autocommit: bool = True,
             writable: bool = False) -> psycopg.Connection[Any]:
-    """Connect, retrying with backoff while the server is unreachable, for `timeout` seconds."""
-    del writable  # checked by the caller (db.require_writable)
-
-    def attempt(seconds_left: float) -> psycopg.Connection[Any]:
-        return psycopg.connect(url.conninfo, autocommit=autocommit,
-                               application_name=application_name(), options=SESSION_OPTIONS,
-                               connect_timeout=max(2, min(int(seconds_left), 10)))
-
-    try:
-        return attempt(timeout)
-    except psycopg.OperationalError as first:
-        if timeout <= 0:
-            raise _unreachable(url, first, timeout) from None
+    """Connect, retrying with backoff while the server is unreachable, starting up or full,
+    for about `timeout` seconds in all (then exit 4); a refusal that waiting cannot heal —
+    failed authentication, unknown role or database, with `writable` a read-only or standby
+    server — is TargetRefused (exit 2) at once."""
     from migrator import retries
+
+    deadline = time.monotonic() + timeout
+
+    def attempt(_seconds_left: float) -> psycopg.Connection[Any]:
+        left = deadline - time.monotonic()
+        try:
+            return psycopg.connect(url.conninfo, autocommit=autocommit,
+                                   application_name=application_name(),
+                                   options=SESSION_OPTIONS,
+                                   # libpq's per-attempt limit, so the last attempt cannot
+                                   # run far past the deadline (2 s is libpq's minimum).
+                                   connect_timeout=max(2, min(math.ceil(left), 10)))
+        except psycopg.OperationalError as exc:
+            if any(sign in str(exc) for sign in _REFUSALS):
+                raise _refused(url, exc) from None
+            raise
 
     log = get_logger()
 
@@ -52,20 +66,56 @@ def connect(url: DatabaseUrl, *, timeout: float, autocommit: bool = True,
 
     started = time.monotonic()
     try:
-        connection: psycopg.Connection[Any] = retries.retry_connect(
-            attempt, timeout=timeout, on_retry=on_retry)
+        if timeout <= 0:
+            conn = attempt(0)
+        else:
+            conn = retries.retry_connect(attempt, timeout=timeout, on_retry=on_retry)
     except psycopg.OperationalError as exc:
         raise _unreachable(url, exc, time.monotonic() - started) from None
-    return connection
+    if writable:
+        try:
+            refusal = read_only_reason(conn)
+        except psycopg.Error:
+            conn.close()
+            raise
+        if refusal:
+            conn.close()
+            raise TargetRefused(f"database {url.target} {refusal}")
+    return conn
+
+
+def read_only_reason(conn: psycopg.Connection[Any]) -> str | None:
+    """Why migrations cannot run on this server, or None: a standby, or read-only."""
+    row = conn.execute("SELECT pg_catalog.pg_is_in_recovery(), "
+                       "pg_catalog.current_setting('transaction_read_only')").fetchone()
+    if not autocommit_idle(conn):
+        conn.rollback()
+    if row is not None and row[0]:
+        return ("is a standby (in recovery): migrations can only run on the primary; point "
+                "--database-url at it")
+    if row is not None and row[1] == "on":
+        return ("is read-only (default_transaction_read_only): migrate it through a read-write "
+                "connection or role")
+    return None
+
+
+def autocommit_idle(conn: psycopg.Connection[Any]) -> bool:
+    return conn.autocommit or conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def _refused(url: DatabaseUrl, exc: BaseException) -> TargetRefused:
+    return TargetRefused(f"database {url.target} refused the connection ({first_line(exc)}); "
+                         "waiting will not help: check the user, password and database name "
+                         "(and pg_hba.conf)")
 
 
 def connect_as(url: DatabaseUrl, *, user: str, password: str, timeout: float
                ) -> psycopg.Connection[Any]:
     """A session on the same server and database, authenticated as `user` (a plugin's
     sandbox role, `--isolate-roles`); autocommit off, like a work session."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from psycopg.conninfo import make_conninfo
 
-    params: dict[str, Any] = {key: value for key, value in conninfo_to_dict(url.conninfo).items()
+    params: dict[str, Any] = {key: value for key, value in url.params.items()
                               if key not in ("user", "password", "passfile")}
     try:
         return psycopg.connect(make_conninfo("", **params, user=user, password=password),

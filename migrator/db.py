@@ -158,18 +158,6 @@ class WorkSession:
             self.conn.close()
 
 
-def require_writable(conn: psycopg.Connection[Any], target: str) -> None:
-    """A standby or a read-only database cannot be migrated, and waiting will not change it."""
-    row = conn.execute("SELECT pg_catalog.pg_is_in_recovery(), "
-                       "pg_catalog.current_setting('transaction_read_only')").fetchone()
-    if row is not None and row[0]:
-        raise TargetRefused(f"database {target} is a standby (in recovery): migrations can only "
-                            "run on the primary; point --database-url at it")
-    if row is not None and row[1] == "on":
-        raise TargetRefused(f"database {target} is read-only (default_transaction_read_only); "
-                            "migrate it through a read-write connection or role")
-
-
 @contextmanager
 def guarded() -> Iterator[None]:
     """psycopg errors of migrator's own statements, as migrator's errors."""

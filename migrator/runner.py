@@ -228,7 +228,6 @@ class Runner:
                 writable=True)
             self._adopted = None
             with db.guarded():
-                db.require_writable(conn, self.url.safe)
                 records.ensure_schema(conn)  # once, before any lock: peers serialise on it
             conn.autocommit = False
             self._session = db.WorkSession(conn, lock_timeout=self.settings.lock_timeout)

@@ -56,12 +56,11 @@ def search_path_statement(schema: str) -> sql.Composed:
 
 def sqlalchemy_url(url: DatabaseUrl | str) -> URL:
     """SQLAlchemy's URL for a migrator database URL (any accepted scheme), driver psycopg."""
-    from sqlalchemy.engine import make_url
-
     parsed = url if isinstance(url, DatabaseUrl) else DatabaseUrl.parse(url, source="url")
-    # psycopg 3 serves both the sync and the async engine; its URL keeps every libpq
-    # parameter of the conninfo (host= for a Unix socket, sslmode, ...).
-    return make_url(parsed.conninfo).set(drivername="postgresql+psycopg")
+    # psycopg 3 serves both the sync and the async engine; the URL keeps every libpq
+    # parameter (host= for a Unix socket, sslmode, ...).
+    url_object: URL = parsed.sqlalchemy_url()
+    return url_object
 
 
 def _set_search_path_on_connect(engine: Engine, schema: str) -> None:
