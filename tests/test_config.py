@@ -103,8 +103,10 @@ def test_empty_variable_means_unset() -> None:
 @pytest.mark.parametrize(
     ("environ", "fragment"),
     [({"MIGRATOR_EMBEDDED": "maybe"}, "MIGRATOR_EMBEDDED='maybe' is not a boolean; use 1 or 0"),
-     ({"MIGRATOR_JOBS": "0"}, "--jobs / MIGRATOR_JOBS: 0 is out of range; give a number from 1 to 64"),
-     ({"MIGRATOR_RETRIES": "-1"}, "--retries / MIGRATOR_RETRIES: -1 is out of range; give a number from 0 to 100"),
+     ({"MIGRATOR_JOBS": "0"},
+      "--jobs / MIGRATOR_JOBS: 0 is out of range; give a number from 1 to 64"),
+     ({"MIGRATOR_RETRIES": "-1"},
+      "--retries / MIGRATOR_RETRIES: -1 is out of range; give a number from 0 to 100"),
      ({"MIGRATOR_RETRIES": "many"}, "--retries / MIGRATOR_RETRIES: 'many' is not a whole number"),
      ({"MIGRATOR_LOG_FORMAT": "xml"},
       "--log-format / MIGRATOR_LOG_FORMAT: 'xml' is not one of auto, json, console"),
