@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,9 +226,25 @@ def validate_schema_name(schema: str, *, where: str, plugin: str) -> None:
             plugin=plugin, path=where)
 
 
+def require_regular_file(path: str, *, plugin: str, what: str) -> None:
+    """Refuse anything but a regular file (after symlinks): a symlink loop, a dangling link,
+    a FIFO (opening it would hang the run), a socket, a device or a directory."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise TreeError(f"{path}: cannot read {what} ({exc.strerror}); fix or remove it",
+                        plugin=plugin, path=path) from None
+    if not stat.S_ISREG(mode):
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "a device")
+        raise TreeError(f"{path}: the {what} is {kind}, not a regular file; remove it or "
+                        "replace it with a file", plugin=plugin, path=path)
+
+
 def _read_plugin_toml(path: Path, plugin: str) -> dict[str, Any]:
-    if not path.is_file():
+    if not os.path.lexists(path):
         return {}
+    require_regular_file(str(path), plugin=plugin, what="plugin.toml")
     import tomllib
 
     try:
@@ -272,7 +289,9 @@ def _read_revisions(versions: Path, plugin: str) -> tuple[RevisionFile, ...]:
     # the files.
     files = sorted(entry.path for entry in os.scandir(versions)
                    if entry.name.endswith(".py")
-                   and not entry.name.startswith(("__init__", ".#")) and entry.is_file())
+                   and not entry.name.startswith(("__init__", ".#")))
+    for file in files:
+        require_regular_file(file, plugin=plugin, what="revision file")
     revisions = [RevisionFile.read(file, plugin=plugin) for file in files]
     seen: dict[str, str] = {}
     for rev in revisions:
