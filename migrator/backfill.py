@@ -29,6 +29,7 @@ from migrator.backfill_spec import (
 )
 from migrator.environment import RevisionEnvironment, current_environment
 from migrator.errors import BackfillError, ConnectionLost, Interrupted
+from migrator.records import BackfillStatus
 
 __all__ = ["DEFAULT_TARGET_BATCH_TIME", "MAX_BATCH", "MIN_BATCH", "BackfillError",
            "BackfillResult", "BatchSizer", "backfill"]
@@ -158,10 +159,10 @@ class _Walk:
         try:
             self.statements = backfill_sql.Statements(self.spec, self.conn)
             self.state = self._start_with_retries()
-            while self.state.status != "done":
+            while self.state.status != BackfillStatus.DONE:
                 self._check_stop()
                 self.state = self._batch_with_retries()
-                if self.spec.pause and self.state.status != "done":
+                if self.spec.pause and self.state.status != BackfillStatus.DONE:
                     self.sleep(self.spec.pause)
         finally:
             self._close()
@@ -199,7 +200,7 @@ class _Walk:
         from migrator import backfill_sql
 
         state = backfill_sql.start(self.conn, self.env.plugin, self.revision, self.spec)
-        if state.status == "done":
+        if state.status == BackfillStatus.DONE:
             self.log.info("backfill.already_done", plugin=self.env.plugin,
                           revision=self.revision, backfill=self.spec.name,
                           rows_done=state.rows_done)

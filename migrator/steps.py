@@ -156,13 +156,11 @@ class PluginSteps:
     def upgrade_steps(self, target: str | None) -> list[Any]:
         """Alembic's own steps from the current heads to `target` (None: the heads)."""
         assert self.script is not None
-        current: Any = tuple(self.heads)  # Alembic accepts the heads tuple (annotated str)
-        return list(self.script._upgrade_revs(target or "heads", current))
+        return upgrade_walk(self.script, target, tuple(self.heads))
 
     def downgrade_steps(self, destination: str) -> list[Any]:
         assert self.script is not None
-        current: Any = tuple(self.heads)  # Alembic accepts the heads tuple (annotated str)
-        return list(self.script._downgrade_revs(destination, current))
+        return downgrade_walk(self.script, destination, tuple(self.heads))
 
     @staticmethod
     def revision_of(step: Any) -> str:
@@ -344,6 +342,22 @@ class PluginSteps:
             raise
         finally:
             self._ctx._transaction = None
+
+
+def upgrade_walk(script: ScriptDirectory, target: str | None, heads: tuple[str, ...]
+                 ) -> list[Any]:
+    """The steps `alembic upgrade` takes from `heads` to `target` (None: the heads), in
+    exactly Alembic's order (branches and merges included): online and offline alike."""
+    current: Any = heads  # Alembic accepts the heads tuple (annotated str)
+    return list(script._upgrade_revs(target or "heads", current))
+
+
+def downgrade_walk(script: ScriptDirectory, destination: str, heads: tuple[str, ...]
+                   ) -> list[Any]:
+    """The steps `alembic downgrade` takes from `heads` to `destination` (a revision, -N,
+    base)."""
+    current: Any = heads
+    return list(script._downgrade_revs(destination, current))
 
 
 class _RevisionBroke(Exception):
