@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from migrator import cli_tools, commands, logs
+from migrator import cli_tools, commands, logs, previews
 from migrator.cli_support import (
     DryRun,
     Format,
@@ -170,10 +170,10 @@ def upgrade_command(
     settings = settings_from(ctx, **run_options(lock_wait, lock_timeout, retries, isolate_roles,
                                              jobs))
     if sql:
-        emit_sql(commands.upgrade_sql(settings, plugin or [], start=start, to=to),
+        emit_sql(previews.upgrade_sql(settings, plugin or [], start=start, to=to),
                   "migrator upgrade --sql", output_dir)
     elif dry_run:
-        emit_review(commands.upgrade_dry_run(settings, plugin or [], to=to), output)
+        emit_review(previews.upgrade_dry_run(settings, plugin or [], to=to), output)
     else:
         from migrator import runs
 
@@ -208,10 +208,10 @@ def downgrade_command(
     settings = settings_from(ctx, **run_options(lock_wait, lock_timeout, retries, isolate_roles,
                                              None))
     if sql:
-        emit_sql(commands.downgrade_sql(settings, plugin, to, start=start, cascade=cascade),
+        emit_sql(previews.downgrade_sql(settings, plugin, to, start=start, cascade=cascade),
                   "migrator downgrade --sql", output_dir)
     elif dry_run:
-        emit_review(commands.downgrade_dry_run(settings, plugin, to, cascade=cascade), output)
+        emit_review(previews.downgrade_dry_run(settings, plugin, to, cascade=cascade), output)
     else:
         from migrator import runs
 
@@ -228,7 +228,7 @@ def lint_command(ctx: typer.Context, plugin: Plugins = None,
     Example: migrator lint --plugin panels
     """
     settings = settings_from(ctx)
-    report = commands.lint(settings, plugin or [])
+    report = previews.lint(settings, plugin or [])
     if output is Format.json:
         emit_json(report.as_dict())
     else:
@@ -245,7 +245,7 @@ def lint_command(ctx: typer.Context, plugin: Plugins = None,
         typer.echo(f"lint: {len(report.findings)} finding(s), {len(report.silenced)} silenced "
                    f"by a reasoned opt-out; {report.revisions} revision(s) of "
                    f"{len(report.plugins)} plugin(s) checked")
-    commands.lint_findings(report)
+    previews.lint_findings(report)
 
 
 @app.command("stamp")

@@ -130,7 +130,7 @@ def review_flags(sql: bool, dry_run: bool, start: str | None, output_dir: Path |
 
 
 def emit_sql(rendered: list[Any], command: str, output_dir: Path | None) -> None:
-    from migrator.sql_output import ScriptHeader, format_script
+    from migrator.sql_script import ScriptHeader, format_script
 
     header = ScriptHeader(command=command)
     if output_dir is None:
@@ -150,7 +150,7 @@ def emit_sql(rendered: list[Any], command: str, output_dir: Path | None) -> None
 
 
 def emit_review(review: Any, output: PlanFormat | None) -> None:
-    from migrator.review import format_markdown, format_text
+    from migrator.review_format import format_markdown, format_text
 
     if output is PlanFormat.json:
         emit_json(review.as_dict())

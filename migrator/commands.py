@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from migrator import checks, connections, db, discovery, records
+from migrator import checks, connections, db, discovery, graph, records
 from migrator.config import Settings
 from migrator.discovery import Plugin
 from migrator.errors import (
@@ -57,7 +57,7 @@ def select(found: list[Plugin], names: Sequence[str], *, with_dependencies: bool
                 f"unknown plugin {name!r}; discovered plugins: {', '.join(sorted(known)) or 'none'}"
                 " (see: migrator plugins)", plugin=name)
     if with_dependencies:
-        return discovery.with_dependencies(found, names)
+        return graph.with_dependencies(found, names)
     return [p for p in found if p.name in set(names)]
 
 
@@ -228,89 +228,7 @@ def check_downgrade_reachable(item: PluginPlan, destination: str) -> None:
 
 
 
-# -- review: offline SQL, dry runs, lint ------------------------------------------------------
-
-
-def upgrade_sql(settings: Settings, names: Sequence[str] = (), *, start: str | None = None,
-                to: str | None = None) -> list[Any]:
-    """`upgrade --sql`: each named plugin's SQL (every plugin's when none is named) from base,
-    or `start`, to its head, or `to`, in dependency order, rendered offline: no database.
-    Returns `sql_output.RenderedPlugin`s."""
-    from migrator.sql_output import render_upgrade
-
-    if (start is not None or to is not None) and len(names) != 1:
-        raise UsageError("--from and --to need exactly one --plugin (a revision belongs to one "
-                         "plugin's tree)")
-    found = plugins(settings)
-    selected = select(found, names, with_dependencies=False)
-    current: dict[str, tuple[str, ...]] = {}
-    if start is not None and start != "base":
-        current[selected[0].schema] = (resolve_revision(selected[0], start),)
-    targets = {selected[0].name: resolve_revision(selected[0], to)} if to is not None else {}
-    plan = Plan.build(selected, current, targets=targets)
-    return [render_upgrade(item, lock_timeout=settings.lock_timeout) for item in plan.plugins]
-
-
-def downgrade_sql(settings: Settings, name: str, to: str, *, start: str | None = None,
-                  cascade: bool = False) -> list[Any]:
-    """`downgrade --sql`: the SQL that reverts `name` from its head (or `start`) to `to`,
-    rendered offline; with `cascade`, first the plugins that depend on it, from their heads
-    to base, dependents first (offline, they are assumed at head). Returns
-    `sql_output.RenderedPlugin`s."""
-    from migrator.sql_output import render_downgrade
-
-    found = plugins(settings)
-    plugin = plugin_named(found, name)
-    destination = downgrade_destination(plugin, to)
-    begin = plugin.head if start is None else resolve_revision(plugin, start)
-    item = PluginPlan.build(plugin, (begin,) if begin else ())
-    check_downgrade_reachable(item, destination)
-    dependents = discovery.dependents_of(found, name) if cascade else []
-    return [*(render_downgrade(p, start=(p.head,) if p.head else (), destination="base",
-                               lock_timeout=settings.lock_timeout)
-              for p in reversed(dependents)),
-            render_downgrade(plugin, start=item.current, destination=destination,
-                             lock_timeout=settings.lock_timeout)]
-
-
-def upgrade_dry_run(settings: Settings, names: Sequence[str] = (), *,
-                    to: str | None = None) -> Any:
-    """`upgrade --dry-run`: what `upgrade` would run now, read in a READ ONLY transaction;
-    creates and changes nothing. Returns a `review.Review`."""
-    from migrator import review
-
-    if to is not None and len(names) != 1:
-        raise UsageError(
-            "--to needs exactly one --plugin (a revision belongs to one plugin's tree)")
-    found = plugins(settings)
-    selected = select(found, names, with_dependencies=True)
-    targets = ({names[0]: resolve_revision(plugin_named(found, names[0]), to)}
-               if to is not None else {})
-    with review.read_only(settings) as conn:
-        plan = read_plan(conn, selected, targets)
-        plan.require_known_revisions()
-        return review.review_upgrade(conn, plan, lock_timeout=settings.lock_timeout)
-
-
-def downgrade_dry_run(settings: Settings, name: str, to: str, *, cascade: bool = False) -> Any:
-    """`downgrade --dry-run`: what `downgrade` (with `cascade`, also its applied dependents'
-    reverts, first) would revert now, read-only. Returns a `review.Review`."""
-    from migrator import review
-
-    found = plugins(settings)
-    plugin = plugin_named(found, name)
-    destination = downgrade_destination(plugin, to)
-    with review.read_only(settings) as conn:
-        plan = read_plan(conn, found)
-        items = {item.name: item for item in plan.plugins}
-        Plan((items[name],)).require_known_revisions()
-        check_downgrade_reachable(items[name], destination)
-        applied = [p for p in discovery.dependents_of(found, name) if items[p.name].current]
-        refuse_without_cascade(plugin, applied, cascade)
-        Plan(tuple(items[p.name] for p in applied)).require_known_revisions()
-        return review.review_downgrade(
-            conn, [*((items[p.name], "base") for p in reversed(applied)),
-                   (items[name], destination)], lock_timeout=settings.lock_timeout)
+# -- downgrade and dependents --------------------------------------------------------------
 
 
 def refuse_without_cascade(plugin: Plugin, dependents: list[Plugin], cascade: bool) -> None:
@@ -322,22 +240,6 @@ def refuse_without_cascade(plugin: Plugin, dependents: list[Plugin], cascade: bo
             f"plugin {plugin.name!r}: applied plugins depend on it ({listed}); revert them "
             "first, or rerun with --cascade to revert them to base before it",
             plugin=plugin.name, dependents=[p.name for p in dependents])
-
-
-def lint(settings: Settings, names: Sequence[str] = ()) -> Any:
-    """`lint`: squawk and migrator's isolation rules over every revision's rendered SQL; no
-    database. Returns a `lint.Report`."""
-    from migrator import lint as linting
-
-    found = plugins(settings)
-    return linting.run(select(found, names, with_dependencies=False), found,
-                       lock_timeout=settings.lock_timeout)
-
-
-def lint_findings(report: Any) -> None:
-    """`lint`: exit 5 when anything was found."""
-    if report.findings:
-        raise FindingsReported(report.summary())
 
 
 # -- reading ----------------------------------------------------------------------------------

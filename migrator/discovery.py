@@ -6,168 +6,24 @@ nothing pending must import no revision module (and neither alembic nor SQLAlche
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from migrator.errors import DependencyError, TreeError
+from migrator.graph import order_by_dependencies
+from migrator.revisions import REVISION_ID_PATTERN, RevisionFile, printable, shown_value
+
+__all__ = ["REVISION_ID_PATTERN", "Plugin", "RevisionFile", "discover", "printable"]
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}\Z")  # \Z: `$` would allow a final newline
-REVISION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_]{1,32}\Z")  # Alembic refuses - + @ :
 RESERVED_SCHEMAS = frozenset({"public", "migrator", "information_schema"})
 PLUGIN_TOML_KEYS = ("schema", "depends_on", "models", "description")
 ENTRY_POINT_GROUP = "migrator.plugins"
-
-# Read from bytes: decoding a thousand files costs more than the search itself.
-_REVISION_LINE = re.compile(
-    rb"^revision\s*(?::[^=\n]+)?=\s*(?P<q>['\"])(?P<id>[^'\"\n]*)(?P=q)\s*(?:#.*)?$", re.M
-)
-_DOWN_REVISION_LINE = re.compile(
-    rb"^down_revision\s*(?::[^=\n]+)?=\s*(?P<value>[^#\n]+?)\s*(?:#.*)?$", re.M
-)
-_SIMPLE_VALUE = re.compile(rb"^(?:None|'([^'\\]*)'|\"([^\"\\]*)\")$")
-_DOCSTRING_FIRST_LINE = re.compile(
-    rb'^\s*(?:"""|\'\'\')\s*(?P<line>[^\n]*?)\s*(?:"""|\'\'\')?\s*$', re.M)
-
-
-@dataclass(frozen=True, slots=True)
-class RevisionFile:
-    """One revision file of a tree: its id, parents, path and message."""
-
-    revision: str
-    down_revisions: tuple[str, ...]
-    file: str  # a string, not a Path: building a thousand Paths costs more than reading them
-    message: str
-
-    @property
-    def path(self) -> Path:
-        return Path(self.file)
-
-    @property
-    def filename(self) -> str:
-        return os.path.basename(self.file)
-
-    @classmethod
-    def read(cls, file: str, *, plugin: str) -> RevisionFile:
-        path = file
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-        except OSError as exc:
-            raise TreeError(f"{path}: cannot read revision file ({exc.strerror}); fix or remove it",
-                            plugin=plugin, path=str(path)) from None
-        revision_match = _REVISION_LINE.search(data)
-        down_match = _DOWN_REVISION_LINE.search(data)
-        down: Any = _NOT_LITERAL
-        if revision_match is not None and down_match is not None:
-            revision: Any = revision_match.group("id").decode("utf-8", "replace")
-            down = _value(down_match.group("value"))
-        if down is _NOT_LITERAL:
-            # Unusual layout (a tuple over several lines, annotations, ...): read the syntax tree.
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError:
-                raise TreeError(f"{path}: not UTF-8 text; save the revision file as UTF-8",
-                                plugin=plugin, path=str(path)) from None
-            revision, down = _assignments_from_ast(text, path, plugin)
-        if not isinstance(revision, str) or not REVISION_ID_PATTERN.match(revision):
-            raise TreeError(
-                f"{path}: revision id {_shown(revision)} must be 1-32 letters, digits or '_'; "
-                "fix the `revision = ...` line",
-                plugin=plugin, path=str(path))
-        down_revisions = _as_revision_tuple(down, path, plugin)
-        docstring = _DOCSTRING_FIRST_LINE.search(data, 0, 500)
-        message = docstring.group("line").decode("utf-8", "replace") if docstring else ""
-        return cls(revision=revision, down_revisions=down_revisions, file=file,
-                   message=message)
-
-
-def _value(raw: bytes) -> Any:
-    """A down_revision value: None and plain strings directly, anything else via literal_eval."""
-    simple = _SIMPLE_VALUE.match(raw)
-    if simple is not None:
-        text = simple.group(1) if simple.group(1) is not None else simple.group(2)
-        return None if text is None else text.decode("utf-8", "replace")
-    return _literal(raw.decode("utf-8", "replace"))
-
-
-_NOT_LITERAL = object()
-
-
-def printable(text: str) -> str:
-    """`text` with control and other unprintable characters escaped: a directory named with
-    a newline must not break a one-line message."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def _shown(value: Any, *, limit: int = 80, quote: bool = True) -> str:
-    """`value` for an error message: repr'd, and cut short (a hostile file may hold megabytes)."""
-    text = repr(value) if quote else str(value)
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
-
-
-def _literal(text: str) -> Any:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
-        return _NOT_LITERAL  # MemoryError, RecursionError: nested too deeply for the parser
-
-
-def _assignments_from_ast(text: str, path: str, plugin: str) -> tuple[Any, Any]:
-    """Fallback for unusual formatting: find the two assignments in the module's syntax tree."""
-    try:
-        module = ast.parse(text, filename=str(path))
-    except SyntaxError as exc:
-        raise TreeError(
-            f"{path}:{exc.lineno}: syntax error in revision file ({exc.msg}); fix the file",
-            plugin=plugin, path=str(path)) from None
-    except (RecursionError, MemoryError):
-        raise TreeError(f"{path}: the revision file is nested too deeply to parse; fix the file",
-                        plugin=plugin, path=str(path)) from None
-    found: dict[str, Any] = {}
-    for node in module.body:
-        targets: list[ast.expr] = []
-        value: ast.expr | None = None
-        if isinstance(node, ast.Assign):
-            targets, value = node.targets, node.value
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            targets, value = [node.target], node.value
-        for target in targets:
-            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
-                try:
-                    found[target.id] = ast.literal_eval(value) if value is not None else None
-                except (ValueError, TypeError, RecursionError, MemoryError):
-                    found[target.id] = _NOT_LITERAL
-    for name in ("revision", "down_revision"):
-        if name not in found:
-            raise TreeError(
-                f"{path}: no `{name} = ...` assignment; every revision file needs "
-                "`revision` and `down_revision` (None for the first revision)",
-                plugin=plugin, path=str(path))
-        if found[name] is _NOT_LITERAL:
-            raise TreeError(f"{path}: `{name}` must be a literal string (or None / a tuple of "
-                            "strings), not an expression", plugin=plugin, path=str(path))
-    return found["revision"], found["down_revision"]
-
-
-def _as_revision_tuple(value: Any, path: str, plugin: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = (value,)
-    if isinstance(value, tuple | list) and all(
-        isinstance(v, str) and REVISION_ID_PATTERN.match(v) for v in value
-    ):
-        return tuple(value)
-    raise TreeError(
-        f"{path}: down_revision {_shown(value)} must be None, a revision id or a tuple of ids",
-        plugin=plugin, path=str(path))
-
 
 @dataclass(frozen=True, slots=True)
 class Plugin:
@@ -199,7 +55,7 @@ class Plugin:
         name = name or path.name
         if not NAME_PATTERN.match(name):
             raise TreeError(
-                f"{printable(str(path))}: plugin name {_shown(name)} must match "
+                f"{printable(str(path))}: plugin name {shown_value(name)} must match "
                 "^[a-z][a-z0-9_]{0,47}$ "
                 "(lowercase letters, digits, underscores); rename the directory",
                 plugin=name, path=str(path))
@@ -221,8 +77,9 @@ class Plugin:
 def validate_schema_name(schema: str, *, where: str, plugin: str) -> None:
     if not NAME_PATTERN.match(schema) or schema in RESERVED_SCHEMAS or schema.startswith("pg_"):
         raise TreeError(
-            f"{where}: schema {_shown(schema)} is not allowed; use a lowercase identifier matching "
-            "^[a-z][a-z0-9_]{0,47}$ other than public, migrator, information_schema or pg_*",
+            f"{where}: schema {shown_value(schema)} is not allowed; use a lowercase identifier "
+            "matching ^[a-z][a-z0-9_]{0,47}$ other than public, migrator, information_schema "
+            "or pg_*",
             plugin=plugin, path=where)
 
 
@@ -250,8 +107,8 @@ def read_plugin_toml(path: Path, plugin: str) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise TreeError(f"{path}: invalid TOML ({_shown(str(exc), quote=False)}); fix the file",
-                        plugin=plugin, path=str(path)) from None
+        raise TreeError(f"{path}: invalid TOML ({shown_value(str(exc), quote=False)}); fix "
+                        "the file", plugin=plugin, path=str(path)) from None
     except RecursionError:  # tomllib recurses into nested arrays and tables
         raise TreeError(f"{path}: invalid TOML (nested too deeply); fix the file",
                         plugin=plugin, path=str(path)) from None
@@ -261,7 +118,7 @@ def read_plugin_toml(path: Path, plugin: str) -> dict[str, Any]:
     unknown = sorted(set(data) - set(PLUGIN_TOML_KEYS))
     if unknown:
         raise TreeError(
-            f"{path}: unknown key {_shown(unknown[0])}; allowed keys are "
+            f"{path}: unknown key {shown_value(unknown[0])}; allowed keys are "
             + ", ".join(PLUGIN_TOML_KEYS),
             plugin=plugin, path=str(path))
     for key in ("schema", "models", "description"):
@@ -269,7 +126,7 @@ def read_plugin_toml(path: Path, plugin: str) -> dict[str, Any]:
             raise TreeError(f"{path}: {key} must be a string, got {type(data[key]).__name__}",
                             plugin=plugin, path=str(path))
     if "models" in data and not re.match(r"^[\w.]+:[\w.]+\Z", data["models"]):
-        raise TreeError(f"{path}: models {_shown(data['models'])} must look like "
+        raise TreeError(f"{path}: models {shown_value(data['models'])} must look like "
                         "'package.module:name'",
                         plugin=plugin, path=str(path))
     depends = data.get("depends_on", [])
@@ -278,7 +135,7 @@ def read_plugin_toml(path: Path, plugin: str) -> dict[str, Any]:
                         plugin=plugin, path=str(path))
     for dependency in depends:
         if not NAME_PATTERN.match(dependency):
-            raise TreeError(f"{path}: depends_on entry {_shown(dependency)} is not a valid "
+            raise TreeError(f"{path}: depends_on entry {shown_value(dependency)} is not a valid "
                             "plugin name",
                             plugin=plugin, path=str(path))
     return data
@@ -396,60 +253,3 @@ def _check_schemas_unique(plugins: Iterable[Plugin]) -> None:
                 f"plugins {other.name!r} and {plugin.name!r} both use schema {plugin.schema!r}; "
                 "set a different `schema` in one plugin.toml", plugin=plugin.name)
         owners[plugin.schema] = plugin
-
-
-def order_by_dependencies(plugins: Mapping[str, Plugin]) -> list[Plugin]:
-    """Plugins in dependency order (graphlib); ties broken by name so the order is stable."""
-    from graphlib import CycleError, TopologicalSorter
-
-    for plugin in plugins.values():
-        for dependency in plugin.depends_on:
-            if dependency not in plugins:
-                raise DependencyError(
-                    f"plugin {plugin.name!r} depends on {dependency!r}, which is not installed "
-                    f"(plugin.toml of {plugin.source}); install it or remove it from depends_on",
-                    plugins=[plugin.name, dependency])
-    sorter: TopologicalSorter[str] = TopologicalSorter(
-        {name: plugins[name].depends_on for name in sorted(plugins)})
-    try:
-        sorter.prepare()
-    except CycleError as exc:
-        members = list(dict.fromkeys(exc.args[1]))
-        raise DependencyError(
-            "dependency cycle between plugins: " + " -> ".join([*members, members[0]])
-            + "; remove one depends_on entry to break it", plugins=members) from None
-    ordered: list[Plugin] = []
-    while sorter.is_active():
-        ready = sorted(sorter.get_ready())
-        ordered.extend(plugins[name] for name in ready)
-        sorter.done(*ready)
-    return ordered
-
-
-def reachable(start: Iterable[str], edges: Mapping[str, Iterable[str]]) -> set[str]:
-    """`start` and everything reachable from it along `edges` (a plugin's dependencies, a
-    revision's parents)."""
-    seen: set[str] = set()
-    stack = list(start)
-    while stack:
-        node = stack.pop()
-        if node not in seen:
-            seen.add(node)
-            stack.extend(edges.get(node, ()))
-    return seen
-
-
-def with_dependencies(plugins: list[Plugin], names: Iterable[str]) -> list[Plugin]:
-    """The named plugins and everything they depend on, in dependency order."""
-    wanted = reachable(names, {p.name: p.depends_on for p in plugins})
-    return [p for p in plugins if p.name in wanted]
-
-
-def dependents_of(plugins: list[Plugin], name: str) -> list[Plugin]:
-    """The plugins that depend on `name`, directly or not, in dependency order."""
-    depended_by: dict[str, list[str]] = {}
-    for candidate in plugins:
-        for dependency in candidate.depends_on:
-            depended_by.setdefault(dependency, []).append(candidate.name)
-    names = reachable([name], depended_by) - {name}
-    return [p for p in plugins if p.name in names]

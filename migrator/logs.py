@@ -46,9 +46,9 @@ def configure(*, log_format: str = "auto", level: str = "info",
     if use_json:
         renderer = structlog.processors.JSONRenderer(default=str)
     else:
-        renderer = structlog.dev.ConsoleRenderer(
-            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
-        )
+        from migrator.console import HumanRenderer, colours_wanted
+
+        renderer = HumanRenderer(colours=colours_wanted(stream))
         if stream.isatty():
             from migrator.progress import BackfillProgress
 

@@ -9,8 +9,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from migrator.discovery import Plugin, reachable
+from migrator.discovery import Plugin
 from migrator.errors import UnknownRevision, UsageError
+from migrator.graph import reachable
 
 
 class PluginState(StrEnum):

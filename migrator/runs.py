@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from migrator import db, discovery, records
+from migrator import db, graph, records
 from migrator.commands import (
     check_downgrade_reachable,
     connection,
@@ -97,6 +97,9 @@ def upgrade(settings: Settings, names: Sequence[str] = (), *, to: str | None = N
                               outcome=Outcome.SKIPPED if p.pending else Outcome.UP_TO_DATE)
                 for p in plan.plugins]
             if plan.pending:
+                get_logger().info("run.started", command="upgrade",
+                                  database=db.resolve_url(settings).target,
+                                  plugins=[item.name for item in plan.pending])
                 _apply(settings, conn, found, plan, summary)
             if settings.isolate_roles:
                 _isolate(settings, conn, found, plan, summary)
@@ -147,7 +150,7 @@ def applied_dependents(found: list[Plugin], plugin: Plugin, plan: Plan) -> list[
     """The plugins that depend on `plugin` (directly or not) and have revisions applied, in
     dependency order."""
     applied = {item.name for item in plan.plugins if item.current}
-    return [p for p in discovery.dependents_of(found, plugin.name) if p.name in applied]
+    return [p for p in graph.dependents_of(found, plugin.name) if p.name in applied]
 
 
 def downgrade(settings: Settings, name: str, to: str, *, cascade: bool = False) -> RunSummary:

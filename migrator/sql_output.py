@@ -17,8 +17,8 @@ The history row's values that only exist when it runs are SQL expressions evalua
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from migrator import __version__, locking, records
@@ -280,41 +280,17 @@ def _setup(plugin: Plugin, lock_timeout: float) -> list[Statement]:
             *(Statement(statement.as_string() + ";", SETUP, False) for statement in statements)]
 
 
-_HISTORY_VALUES = ("plugin", "schema_name", "revision", "direction", "checksum")
-
-
-@functools.cache
-def _history_template() -> str:
-    """records.py's history row, compiled once by SQLAlchemy with a marker per value; the
-    values only known when it runs are SQL evaluated then."""
-    import sqlalchemy as sa
-
-    columns = ("plugin", "schema_name", "revision", "direction", "checksum", "started_at",
-               "finished_at", "duration_ms", "applied_by", "migrator_version", "outcome", "error")
-    history = sa.table("history", *(sa.column(name, sa.Text()) for name in columns),
-                       schema="migrator")
-    now, clock = sa.func.now(), sa.func.clock_timestamp()
-    statement = sa.insert(history).values(
-        **{name: sa.literal_column(f"__migrator_{name}__") for name in _HISTORY_VALUES},
-        started_at=now, finished_at=clock,
-        duration_ms=sa.cast(sa.extract("epoch", clock - now) * 1000, sa.Integer()),
-        applied_by=sa.literal_column("'sql script (' || session_user || ')'"),
-        migrator_version=__version__, outcome="applied", error=None)
-    compiled = statement.compile(dialect=_dialect(), compile_kwargs={"literal_binds": True})
-    return str(compiled) + ";"
-
-
 def _history_insert(plugin: Plugin, revision: str, direction: str, checksum: str | None) -> str:
-    """The history row of one revision, its values quoted by SQLAlchemy's literal rendering."""
-    import sqlalchemy as sa
+    """The history row of one revision, through `migrator.record_attempt` (the one definition
+    of a history row, as a run records it); the times are the script's own."""
+    from psycopg import sql
 
-    literal = sa.Text().literal_processor(_dialect())  # type: ignore[no-untyped-call]  # unannotated upstream
-    assert literal is not None
-    text = _history_template()
-    values = (plugin.name, plugin.schema, revision, direction, checksum)
-    for name, value in zip(_HISTORY_VALUES, values, strict=True):
-        text = text.replace(f"__migrator_{name}__", "NULL" if value is None else literal(value))
-    return text
+    values = [sql.Literal(v) for v in (plugin.name, plugin.schema, revision, direction,
+                                       checksum)]
+    return sql.SQL(
+        "SELECT migrator.record_attempt({}, {}, {}, {}, {}, now(), clock_timestamp(), "
+        "'sql script (' || session_user || ')', {}, 'applied', NULL, NULL);").format(
+            *values, sql.Literal(__version__)).as_string()
 
 
 def records_ddl() -> list[str]:
@@ -326,80 +302,3 @@ def _dedent(statement: str) -> str:
     lines = statement.splitlines()
     return "\n".join([lines[0], *("    " + line.strip() for line in lines[1:-1]),
                       *([lines[-1].strip()] if len(lines) > 1 else [])])
-
-
-# -- the script ---------------------------------------------------------------------------------
-
-# Comment lines to put before a statement: (plugin, revision, index in its statements, statement).
-Annotate = Callable[[RenderedPlugin, RenderedRevision, int, Statement], list[str]]
-
-_RULE = "-- " + "=" * 77
-_THIN = "-- " + "-" * 77
-
-
-@dataclass(frozen=True, slots=True)
-class ScriptHeader:
-    command: str  # e.g. "migrator upgrade --sql"
-    notes: tuple[str, ...] = field(default=())
-
-
-def format_script(rendered: Sequence[RenderedPlugin], header: ScriptHeader, *,
-                  annotate: Annotate | None = None, include_records: bool = True) -> str:
-    """A psql-runnable script: a header, migrator's records DDL, then each plugin."""
-    anything = any(p.revisions for p in rendered)
-    lines = [f"-- migrator {__version__}: {header.command}",
-             "-- " + _summary(rendered),
-             *(f"-- {note}" for note in header.notes),
-             *(["-- Run with: psql -X -v ON_ERROR_STOP=1 -f <this file>"] if anything else []),
-             ""]
-    if include_records and anything:
-        lines += ["-- migrator's records (created once per database)", *records_ddl(), ""]
-    for plugin in rendered:
-        lines += _format_plugin(plugin, annotate)
-    return "\n".join(lines).rstrip("\n") + "\n"
-
-
-def _summary(rendered: Sequence[RenderedPlugin]) -> str:
-    if not rendered:
-        return "Nothing to do."
-    parts = [f"{p.plugin.name} ({p.start_label} -> {p.end_label})" for p in rendered]
-    return "Plugins, in dependency order: " + ", ".join(parts) + "."
-
-
-def _format_plugin(rendered: RenderedPlugin, annotate: Annotate | None) -> list[str]:
-    plugin = rendered.plugin
-    count = len(rendered.revisions)
-    lines = [_RULE,
-             f"-- Plugin {plugin.name} (schema {plugin.schema}): {rendered.start_label} -> "
-             f"{rendered.end_label}, {count} revision{'' if count == 1 else 's'} "
-             f"{'to apply' if rendered.direction == UP else 'to revert'}",
-             f"-- Depends on: {', '.join(plugin.depends_on) or 'nothing'}",
-             _RULE]
-    if not rendered.revisions:
-        return [*lines, "-- Nothing to do.", ""]
-    lines += ["-- The plugin's advisory lock (migrator holds it on a connection of its own)."]
-    lines += [s.sql for s in rendered.setup]
-    lines.append("")
-    for revision in rendered.revisions:
-        lines += [_THIN,
-                  f"-- Revision {revision.revision}: {revision.message or '(no message)'}",
-                  f"-- File: {revision.file}",
-                  f"-- Direction: {'upgrade' if rendered.direction == UP else 'downgrade'}; "
-                  f"transaction: {_transaction_text(revision)}",
-                  _THIN]
-        for index, statement in enumerate(revision.statements):
-            if annotate is not None:
-                lines += annotate(rendered, revision, index, statement)
-            lines.append(statement.sql)
-        lines.append("")
-    lines += [s.sql for s in rendered.teardown]
-    lines.append("")
-    return lines
-
-
-def _transaction_text(revision: RenderedRevision) -> str:
-    if revision.transaction == TRANSACTIONAL:
-        return "one transaction, with its version stamp and history row"
-    outside = sum(1 for s in revision.own if not s.in_transaction)
-    return (f"autocommit block ({outside} statement{'' if outside == 1 else 's'} outside a "
-            "transaction, which must be safe to rerun); the version stamp commits after them")

@@ -13,9 +13,18 @@ Lock levels follow PostgreSQL's documentation ("Explicit Locking", and each comm
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from migrator.sql_tokens import (
+    Cursor,
+    Name,
+    Token,
+    is_punct,
+    references,
+    split,
+    top_level_parts,
+)
 
 ACCESS_SHARE = "ACCESS SHARE"
 ROW_SHARE = "ROW SHARE"
@@ -39,17 +48,6 @@ def blocks(mode: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Name:
-    """A possibly schema-qualified object name, as written (unquoted names folded to lower)."""
-
-    schema: str | None
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.schema}.{self.name}" if self.schema else self.name
-
-
-@dataclass(frozen=True, slots=True)
 class Lock:
     """A lock a statement takes on a relation (`index`: the relation named is an index)."""
 
@@ -69,127 +67,6 @@ class Analysis:
     schemas: tuple[str, ...] = ()  # schemas created, altered, granted on or moved into
     dropped_schemas: tuple[str, ...] = ()
     sets_search_path: bool = False
-
-
-# -- tokens ---------------------------------------------------------------------------------
-
-_TOKEN = re.compile(
-    r"""(?P<space>\s+)
-      | (?P<comment>--[^\n]*|/\*.*?\*/)
-      | (?P<string>[EeBbXxNnUu]&?'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*')
-      | (?P<dollar>\$\$.*?\$\$|\$(?P<tag>[A-Za-z_]\w*)\$.*?\$(?P=tag)\$)
-      | (?P<quoted>"(?:[^"]|"")*")
-      | (?P<word>[A-Za-z_][\w$]*)
-      | (?P<number>\d+(?:\.\d+)?)
-      | (?P<punct>.)""", re.S | re.X)
-
-
-@dataclass(frozen=True, slots=True)
-class _Token:
-    kind: str  # word | quoted | punct | literal
-    text: str  # words folded to lower case, quoted identifiers unquoted
-
-    def is_(self, *words: str) -> bool:
-        return self.kind == "word" and self.text in words
-
-
-def _tokens(text: str) -> list[_Token]:
-    tokens: list[_Token] = []
-    for match in _TOKEN.finditer(text):
-        kind = match.lastgroup
-        value = match.group()
-        if kind in ("space", "comment"):
-            continue
-        if kind == "word":
-            tokens.append(_Token("word", value.lower()))
-        elif kind == "quoted":
-            tokens.append(_Token("quoted", value[1:-1].replace('""', '"')))
-        elif kind == "punct":
-            tokens.append(_Token("punct", value))
-        else:
-            tokens.append(_Token("literal", value))
-    return tokens
-
-
-def split(text: str) -> list[list[_Token]]:
-    """The statements in `text` (split at top-level semicolons), as tokens."""
-    statements: list[list[_Token]] = [[]]
-    for token in _tokens(text):
-        if token.kind == "punct" and token.text == ";":
-            statements.append([])
-        else:
-            statements[-1].append(token)
-    return [s for s in statements if s]
-
-
-def _is_punct(token: _Token | None, char: str) -> bool:
-    return token is not None and token.kind == "punct" and token.text == char
-
-
-class _Cursor:
-    def __init__(self, tokens: Sequence[_Token]) -> None:
-        self.tokens, self.i = tokens, 0
-
-    def peek(self, offset: int = 0) -> _Token | None:
-        at = self.i + offset
-        return self.tokens[at] if at < len(self.tokens) else None
-
-    def accept(self, *words: str) -> bool:
-        """Consume the words in sequence if they are next; all or nothing."""
-        for offset, word in enumerate(words):
-            token = self.peek(offset)
-            if token is None or not token.is_(word):
-                return False
-        self.i += len(words)
-        return True
-
-    def name(self) -> Name | None:
-        parts: list[str] = []
-        while (token := self.peek()) is not None and token.kind in ("word", "quoted"):
-            parts.append(token.text)
-            self.i += 1
-            if not _is_punct(self.peek(), "."):
-                break
-            self.i += 1
-        if not parts:
-            return None
-        return Name(parts[-2], parts[-1]) if len(parts) > 1 else Name(None, parts[0])
-
-    def names(self) -> list[Name]:
-        found: list[Name] = []
-        while (name := self.name()) is not None:
-            found.append(name)
-            if not _is_punct(self.peek(), ","):
-                break
-            self.i += 1
-        return found
-
-
-def _references(tokens: Sequence[_Token]) -> list[Name]:
-    found = []
-    for i, token in enumerate(tokens):
-        if token.is_("references"):
-            name = _Cursor(tokens[i + 1:]).name()
-            if name is not None:
-                found.append(name)
-    return found
-
-
-def _top_level_parts(tokens: Sequence[_Token]) -> Iterator[list[_Token]]:
-    """`tokens` split at commas outside parentheses (ALTER TABLE's list of actions)."""
-    depth, part = 0, list[_Token]()
-    for token in tokens:
-        if token.kind == "punct" and token.text in "([":
-            depth += 1
-        elif token.kind == "punct" and token.text in ")]":
-            depth -= 1
-        if depth == 0 and token.kind == "punct" and token.text == ",":
-            yield part
-            part = []
-        else:
-            part.append(token)
-    if part:
-        yield part
 
 
 # -- statements -----------------------------------------------------------------------------
@@ -232,8 +109,8 @@ class _Found:
         if change:
             self.changes.append(name)
 
-    def referencing(self, tokens: Sequence[_Token]) -> None:
-        for name in _references(tokens):
+    def referencing(self, tokens: Sequence[Token]) -> None:
+        for name in references(tokens):
             self.references.append(name)
             self.locks.append(Lock(SHARE_ROW_EXCLUSIVE, name))
 
@@ -251,15 +128,15 @@ _OBJECT_KINDS = (
     ("statistics",), ("operator",))
 
 
-def _object_kind(cursor: _Cursor) -> str | None:
+def _object_kind(cursor: Cursor) -> str | None:
     for words in _OBJECT_KINDS:
         if cursor.accept(*words):
             return " ".join(words)
     return None
 
 
-def _analyze(tokens: list[_Token]) -> Analysis:
-    cursor = _Cursor(tokens)
+def _analyze(tokens: list[Token]) -> Analysis:
+    cursor = Cursor(tokens)
     first = tokens[0].text
     if cursor.accept("create"):
         return _create(cursor, tokens)
@@ -276,7 +153,7 @@ def _analyze(tokens: list[_Token]) -> Analysis:
     return Analysis(verb=first.upper(), known=False)
 
 
-def _create(cursor: _Cursor, tokens: list[_Token]) -> Analysis:
+def _create(cursor: Cursor, tokens: list[Token]) -> Analysis:
     cursor.accept("or", "replace")
     unique = cursor.accept("unique")
     for modifier in ("global", "local", "temporary", "temp", "unlogged", "recursive",
@@ -304,12 +181,12 @@ def _create(cursor: _Cursor, tokens: list[_Token]) -> Analysis:
         rest = tokens[cursor.i:]
         for i, token in enumerate(rest):
             if token.is_("partition") and i + 1 < len(rest) and rest[i + 1].is_("of"):
-                found.lock(ACCESS_EXCLUSIVE, _Cursor(rest[i + 2:]).name())
+                found.lock(ACCESS_EXCLUSIVE, Cursor(rest[i + 2:]).name())
         found.referencing(rest)
     elif kind == "trigger":
         rest = tokens[cursor.i:]
         on = next((i for i, t in enumerate(rest) if t.is_("on")), None)
-        found.lock(SHARE_ROW_EXCLUSIVE, _Cursor(rest[on + 1:]).name() if on is not None else None)
+        found.lock(SHARE_ROW_EXCLUSIVE, Cursor(rest[on + 1:]).name() if on is not None else None)
     elif kind == "schema":
         cursor.accept("authorization")  # CREATE SCHEMA AUTHORIZATION role: named after it
         schema = cursor.name()
@@ -327,7 +204,7 @@ def _create(cursor: _Cursor, tokens: list[_Token]) -> Analysis:
     return found.freeze()
 
 
-def _alter(cursor: _Cursor) -> Analysis:
+def _alter(cursor: Cursor) -> Analysis:
     kind = _object_kind(cursor)
     found = _Found(verb=f"ALTER {(kind or '?').upper()}")
     if kind is None:
@@ -341,9 +218,9 @@ def _alter(cursor: _Cursor) -> Analysis:
             found.schemas.append(schema.name)
         return found.freeze()
     name = cursor.name()
-    if _is_punct(cursor.peek(), "*"):  # ALTER TABLE name * (descendants too)
+    if is_punct(cursor.peek(), "*"):  # ALTER TABLE name * (descendants too)
         cursor.i += 1
-    actions = list(_top_level_parts(cursor.tokens[cursor.i:]))
+    actions = list(top_level_parts(cursor.tokens[cursor.i:]))
     if kind in ("table", "foreign table"):
         mode = max((_alter_table_action(action, found) for action in actions),
                    key=MODES.index, default=ACCESS_EXCLUSIVE)
@@ -356,14 +233,14 @@ def _alter(cursor: _Cursor) -> Analysis:
     elif name is not None:
         found.changes.append(name)
     for action in actions:
-        moved = _Cursor(action)
+        moved = Cursor(action)
         if moved.accept("set", "schema") and (schema := moved.name()) is not None:
             found.schemas.append(schema.name)
     return found.freeze()
 
 
-def _alter_table_action(action: list[_Token], found: _Found) -> str:
-    cursor = _Cursor(action)
+def _alter_table_action(action: list[Token], found: _Found) -> str:
+    cursor = Cursor(action)
     words = [t.text for t in action if t.kind == "word"]
     if cursor.accept("add"):
         found.referencing(action)
@@ -391,7 +268,7 @@ def _alter_table_action(action: list[_Token], found: _Found) -> str:
     return ACCESS_EXCLUSIVE
 
 
-def _drop(cursor: _Cursor) -> Analysis:
+def _drop(cursor: Cursor) -> Analysis:
     kind = _object_kind(cursor)
     found = _Found(verb=f"DROP {(kind or '?').upper()}")
     if kind is None:
@@ -428,7 +305,7 @@ def _drop(cursor: _Cursor) -> Analysis:
     return found.freeze()
 
 
-def _other(first: str, cursor: _Cursor) -> Analysis:
+def _other(first: str, cursor: Cursor) -> Analysis:
     cursor.i += 1
     found = _Found(verb=first.upper())
     name: Name | None
@@ -484,7 +361,7 @@ def _other(first: str, cursor: _Cursor) -> Analysis:
         tokens = cursor.tokens[cursor.i:]
         on = next((i for i, t in enumerate(tokens) if t.is_("on")), None)
         if on is not None:
-            target = _Cursor(tokens[on + 1:])
+            target = Cursor(tokens[on + 1:])
             if target.accept("schema") or any(
                     target.accept("all", kind, "in", "schema")
                     for kind in ("tables", "sequences", "functions", "routines")):
@@ -498,7 +375,7 @@ def _other(first: str, cursor: _Cursor) -> Analysis:
     return found.freeze()
 
 
-def _qualified_parts(cursor: _Cursor, name: Name) -> list[str]:
+def _qualified_parts(cursor: Cursor, name: Name) -> list[str]:
     """The dotted name just read by `cursor.name()`, all of its parts (for COMMENT ON COLUMN)."""
     end = cursor.i
     parts: list[str] = []
@@ -507,7 +384,7 @@ def _qualified_parts(cursor: _Cursor, name: Name) -> list[str]:
         token = cursor.tokens[i]
         if token.kind in ("word", "quoted"):
             parts.insert(0, token.text)
-            if i > 0 and _is_punct(cursor.tokens[i - 1], "."):
+            if i > 0 and is_punct(cursor.tokens[i - 1], "."):
                 i -= 2
                 continue
         break

@@ -17,8 +17,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from migrator.discovery import Plugin, discover, with_dependencies
+from migrator.discovery import Plugin, discover
 from migrator.errors import ConfigError, DependencyError, TreeError
+from migrator.graph import with_dependencies
 
 Tree = Callable[[str], Path]
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -13,8 +13,8 @@ import pytest
 from helpers import chain, settings_for
 from psycopg import sql
 
-from migrator import commands, runs
-from migrator.review import format_markdown, format_text
+from migrator import previews, runs
+from migrator.review_format import format_markdown, format_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_PLATFORM = REPO_ROOT / "plugin_migrations"
@@ -120,7 +120,7 @@ def test_dry_run_lists_only_pending_revisions_and_changes_nothing(
                    "blocks": "blocks reads and writes"}]}
 
     # Read-only, whatever the plan: a plugin named alone brings its dependencies' state.
-    alone = commands.upgrade_dry_run(settings, ["panels"])
+    alone = previews.upgrade_dry_run(settings, ["panels"])
     assert [p.name for p in alone.plan.plugins] == ["core", "panels"]
     assert snapshot(database_url) == before
 
@@ -138,7 +138,7 @@ def test_locks_carry_the_catalogs_row_estimates(database_url: str, platform: Pat
             "SELECT id, 'panel' FROM core.experiments",
             "ANALYZE core.experiments", "ANALYZE panels.panels")
 
-    review = commands.upgrade_dry_run(settings)
+    review = previews.upgrade_dry_run(settings)
     document = review.as_dict()
     plugins = {p["name"]: p for p in document["plugins"]}
     notes = plugins["panels"]["revisions"][0]
@@ -177,7 +177,7 @@ def test_backfill_shows_its_specification_and_row_estimate(
                           "FROM generate_series(1, 1200) g", "ANALYZE catalog.items")
     before = snapshot(database_url)
 
-    review = commands.upgrade_dry_run(settings)
+    review = previews.upgrade_dry_run(settings)
 
     assert snapshot(database_url) == before
     [plugin] = review.as_dict()["plugins"]

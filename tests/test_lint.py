@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from migrator import commands, discovery, lint
+from migrator import discovery, lint, previews
 from migrator.config import Settings
 from migrator.errors import FindingsReported
 
@@ -29,7 +29,7 @@ def test_lint_flags_the_classic_hazards(tree: Any) -> None:
     not depended on, DROP SCHEMA, and a reasonless opt-out are each found, with their plugin,
     revision file and statement; the table created and indexed in one revision is not."""
     trees = tree("lint_hazards")
-    report = commands.lint(Settings(migrations_dir=trees))
+    report = previews.lint(Settings(migrations_dir=trees))
 
     assert report.plugins == ("core", "shop") and report.revisions == 9
     assert findings_by_file(report) == {
@@ -56,14 +56,14 @@ def test_lint_flags_the_classic_hazards(tree: Any) -> None:
     assert not any(f.rule.startswith("migrator-") for f in report.findings
                    if Path(f.file).name == "0004_reference_accounts.py")
     with pytest.raises(FindingsReported, match=r"lint: 11 finding\(s\) in 7 revision\(s\)"):
-        commands.lint_findings(report)
+        previews.lint_findings(report)
 
 
 def test_lint_passes_safe_revisions_and_honours_reasoned_opt_outs(tree: Any) -> None:
     """Nullable and constant-default columns, a concurrent index in an autocommit block, a
     NOT VALID foreign key validated in its own revision: no finding; a reasoned opt-out
     silences its rule and is reported with its reason."""
-    report = commands.lint(Settings(migrations_dir=tree("lint_safe")))
+    report = previews.lint(Settings(migrations_dir=tree("lint_safe")))
 
     assert report.findings == ()
     [(silenced, reason)] = report.silenced
@@ -71,7 +71,7 @@ def test_lint_passes_safe_revisions_and_honours_reasoned_opt_outs(tree: Any) -> 
                                                          "0006_check_amount.py")
     assert reason == ("orders holds a few hundred rows (a test fixture), so the validating "
                       "scan under the lock takes milliseconds")
-    commands.lint_findings(report)  # nothing found: no exit 5
+    previews.lint_findings(report)  # nothing found: no exit 5
 
 
 def test_the_example_platform_lints_clean(run_cli: Any) -> None:
@@ -138,4 +138,4 @@ def test_missing_squawk_is_a_configuration_error(tree: Any, monkeypatch: pytest.
     monkeypatch.setattr(lint.sysconfig, "get_path", lambda _name: str(tmp_path))
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(lint.ConfigError, match=r"pip install 'migrator\[lint\]'"):
-        commands.lint(Settings(migrations_dir=tree("lint_safe")))
+        previews.lint(Settings(migrations_dir=tree("lint_safe")))
