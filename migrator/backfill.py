@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from migrator.backfill_offline import render_sql
 from migrator.backfill_spec import (
     DEFAULT_TARGET_BATCH_TIME,
     MAX_BATCH,
@@ -24,7 +25,6 @@ from migrator.backfill_spec import (
     RENDER_HOOK,
     BackfillSpec,
     BatchSizer,
-    render_sql,
     validate,
 )
 from migrator.environment import RevisionEnvironment, current_environment

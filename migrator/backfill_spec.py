@@ -4,7 +4,6 @@ the walk (`migrator.backfill`), its statements (`migrator.backfill_sql`) and off
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -104,37 +103,6 @@ def validate(table: str, set_: str | None, transform: Any, columns: Sequence[str
         batch_size=batch_size or DEFAULT_BATCH_SIZE, pause=seconds["pause"],
         target_batch_time=target,
         statement_timeout=seconds["statement_timeout"], max_retries=max_retries)
-
-
-def render_sql(spec: BackfillSpec) -> str:
-    """The backfill as `--sql` shows it: commented, and runnable as one batch at a time."""
-    table = ".".join(_quote(p) for p in spec.table)
-    keys = ", ".join(_quote(k) for k in spec.key)
-    where = f" AND ({spec.where})" if spec.where else ""
-    lines = [
-        f"-- migrator backfill {spec.name!r} on {table}: migrator runs this in batches of "
-        f"{spec.batch_size} rows in key order, with checkpoints in migrator.backfill_progress.",
-        "-- By hand: run the statement below until it updates 0 rows"
-        + (" (its WHERE must exclude rows already done)." if spec.where else "."),
-    ]
-    if spec.set is None:
-        lines.append(f"-- transform: a Python function over columns {list(spec.columns)}; "
-                     "it has no SQL form.")
-        return "\n".join(lines) + "\n"
-    parameters = f" -- parameters: {json.dumps(dict(spec.params), default=str)}" \
-        if spec.params else ""
-    lines.append(
-        f"UPDATE {table} SET {spec.set} WHERE ({keys}) IN (SELECT {keys} FROM {table} "
-        f"WHERE TRUE{where} ORDER BY {keys} LIMIT {spec.batch_size});{parameters}")
-    return "\n".join(lines) + "\n"
-
-
-def _quote(identifier: str) -> str:
-    """Quote an identifier for the offline rendering, the way PostgreSQL's quote_ident does."""
-    from sqlalchemy.dialects.postgresql.base import PGDialect
-
-    dialect = PGDialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it unannotated
-    return str(dialect.identifier_preparer.quote(identifier))
 
 
 class BatchSizer:

@@ -145,17 +145,23 @@ def test_from_renders_only_the_revisions_after_it(run_cli: Any, platform: Path) 
     assert not_sql.returncode == 2 and "go with --sql" in not_sql.stderr
 
 
-def test_rendered_script_does_what_upgrade_does(database_url: str, platform: Path) -> None:
-    """The --sql script, run in one session like `psql -f`, leaves the database where
-    `migrator upgrade` would: every plugin at head, a history row per revision, and
-    `status --check` satisfied."""
+def test_rendered_script_does_what_upgrade_does_and_stops_at_a_python_backfill(
+    database_url: str, platform: Path,
+) -> None:
+    """The --sql script, run by psql, leaves the database where `migrator upgrade` would, a
+    history row per revision, up to the example's Python-transform backfill: that one has no
+    SQL form, so the script stops there with an error naming it, and nothing after it — not
+    its stamp — is applied. `migrator upgrade` then finishes the job."""
     rendered = previews.upgrade_sql(offline(platform))
-    apply_script(database_url, format_script(rendered, ScriptHeader("test")))
+    script = format_script(rendered, ScriptHeader("test"))
+    result = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database_url,
+                             "-f", "-"], input=script, capture_output=True, text=True,
+                            check=False)
+    assert result.returncode != 0
+    assert "panels_canonical_drug_names" in result.stderr and "Python function" in result.stderr
 
-    settings = Settings(database_url=DatabaseUrl.parse(database_url, source="test"),
-                        migrations_dir=platform, connect_timeout=10)
-    assert not commands.status(settings).needs_attention
-    assert versions(database_url, "panels") == [PANELS[-1]]
+    python_backfill = PANELS.index("02adf31fccf3")
+    assert versions(database_url, "panels") == [PANELS[python_backfill - 1]]
     with psycopg.connect(database_url) as conn:
         rows = conn.execute("SELECT plugin, revision, direction, applied_by, outcome "
                             "FROM migrator.history ORDER BY id").fetchall()
@@ -163,10 +169,16 @@ def test_rendered_script_does_what_upgrade_does(database_url: str, platform: Pat
             "SELECT indexname FROM pg_indexes WHERE schemaname = 'panels'").fetchall()}
     assert [(r[0], r[1]) for r in rows] == (
         [("core", r) for r in CORE] + [("analysis_results", r) for r in RESULTS]
-        + [("panels", r) for r in PANELS])
+        + [("panels", r) for r in PANELS[:python_backfill]])
     assert {(r[2], r[4]) for r in rows} == {("up", "applied")}
     assert rows[0][3].startswith("sql script (")
     assert "uq_panels_experiment_id_name" in indexes
+
+    settings = Settings(database_url=DatabaseUrl.parse(database_url, source="test"),
+                        migrations_dir=platform, connect_timeout=10)
+    runs.upgrade(settings)
+    assert not commands.status(settings).needs_attention
+    assert versions(database_url, "panels") == [PANELS[-1]]
 
 
 def test_revisions_are_data_with_kinds_and_transaction_modes(platform: Path) -> None:
@@ -205,8 +217,9 @@ def test_backfill_renders_as_a_commented_batch_outside_the_transaction(
     assert (statement.backfill["table"], statement.backfill["set"],
             statement.backfill["batch_size"]) == ("items", "name_upper = upper(name)", 500)
     text = sql_of(run_cli, trees, "upgrade", "--sql")
-    assert ("COMMIT;\n-- migrator backfill 'items' on items: migrator runs this in batches of "
-            "500 rows") in text
+    assert ("COMMIT;\n-- migrator backfill 'items' on items: batches of 500 keys in key order "
+            "(id), one COMMIT per batch.") in text
+    assert text.index("DO $migrator_backfill$") < text.index("UPDATE catalog.alembic_version")
 
 
 def test_downgrade_sql_reverts_from_the_head_offline(
