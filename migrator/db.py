@@ -63,7 +63,7 @@ def resolve_url(settings: Settings) -> DatabaseUrl:
 
 
 def session_settings(schema: str, *, lock_timeout: float,
-                     role: str | None = None) -> list[sql.Composable]:
+                     role: str | None = None) -> list[sql.SQL | sql.Composed]:
     """migrator's own session state, from a clean slate: what a revision, a retry or a backfill
     batch starts from. Whatever a revision `SET` (search_path, lock_timeout, statement_timeout,
     the role, anything) is undone here; what migrator does not set is the database's default.

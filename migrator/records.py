@@ -183,9 +183,20 @@ class Attempt:
         }
 
 
-def record(conn: psycopg.Connection[Any], attempt: Attempt) -> None:
-    """Record the attempt on `conn`, inside whatever transaction `conn` is in."""
-    conn.execute(RECORD_ATTEMPT, attempt.params())
+# The history row of a revision whose atomicity is decided in the same round trip: it ran
+# atomically when the transaction it started in is the one still open.
+_RECORD_JUDGED = RECORD_ATTEMPT.replace(
+    "%(atomic)s", "pg_catalog.pg_xact_status(%(first_xid)s::xid8) = 'in progress'")
+
+
+def record(conn: psycopg.Connection[Any], attempt: Attempt, *,
+           first_xid: str | None = None) -> None:
+    """Record the attempt on `conn`, inside whatever transaction `conn` is in; with
+    `first_xid`, `atomic` says whether that transaction is still the one in progress."""
+    if first_xid is None:
+        conn.execute(RECORD_ATTEMPT, attempt.params())
+    else:
+        conn.execute(_RECORD_JUDGED, {**attempt.params(), "first_xid": first_xid})
 
 
 def forget_backfills(conn: psycopg.Connection[Any], plugin: str, revision: str) -> None:

@@ -121,11 +121,11 @@ class Runner:
                 with run.installed(current):
                     todo = (run.upgrade_steps(destination) if direction is records.Direction.UP
                             else run.downgrade_steps(destination or "base"))
-                    for step in todo:
+                    for number, step in enumerate(todo, start=1):
                         if self.stop.is_set():
                             outcome.outcome = Outcome.INTERRUPTED
                             break
-                        applied = self._with_retries(run, step)
+                        applied = self._with_retries(run, step, last=number == len(todo))
                         outcome.applied.append(applied.revision)
                         outcome.to_revision = _label(tuple(sorted(run.heads)))
                         self._log_applied(plugin, direction, applied)
@@ -162,12 +162,13 @@ class Runner:
                       message=applied.message, duration_ms=int(applied.seconds * 1000),
                       atomic=applied.atomic)
 
-    def _with_retries(self, run: steps.PluginSteps, step: Any) -> steps.Applied:
+    def _with_retries(self, run: steps.PluginSteps, step: Any, *, last: bool
+                      ) -> steps.Applied:
         """Run one step; on a lock conflict (rolled back) log the blockers, back off, retry."""
         delays = retries.backoff_delays()
         for attempt in range(self.settings.retries + 1):
             try:
-                return run.run(step)
+                return run.run(step, last=last)
             except steps.LockConflict as conflict:
                 blockers = self._blockers(run.plugin)
                 if attempt >= self.settings.retries or self.stop.is_set():

@@ -19,6 +19,7 @@ agree afterwards, judged by fact rather than by reading its source:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -168,10 +169,10 @@ class PluginSteps:
 
     # -- one step, contained ------------------------------------------------------------------
 
-    def run(self, step: Any) -> Applied:
+    def run(self, step: Any, *, last: bool = False) -> Applied:
         """Run one step and stamp it; raise LockConflict (retryable), MigrationFailed,
         ConnectionLost or Interrupted otherwise. The session is at a revision boundary after
-        any outcome."""
+        any outcome. `last`: the plugin's last step, whose commit waits for the WAL flush."""
         assert self._ctx is not None
         revision = self.revision_of(step)
         self.running = revision
@@ -183,8 +184,7 @@ class PluginSteps:
             self._ctx._transaction = self.sa_conn.begin()
             first_xid = self._begin(raw)
             step.migration_fn()
-            atomic = self._judge(raw, first_xid, revision)
-            self._stamp(raw, step, revision, started_at, atomic)
+            atomic = self._finish(raw, step, revision, started_at, first_xid, last)
         except BaseException as exc:
             self._abandon(raw)
             raise self._failure(revision, started_at, exc) from None
@@ -197,35 +197,62 @@ class PluginSteps:
         return Applied(revision, rev_file.message if rev_file else "", atomic, seconds)
 
     def _begin(self, raw: psycopg.Connection[Any]) -> str:
-        """Migrator's settings, then the transaction's id: one round trip, in the revision's
-        transaction (the settings persist when it commits; a retry sets them again)."""
+        """BEGIN, migrator's settings, then the transaction's id, pipelined: one round trip,
+        in the revision's transaction (the settings persist when it commits; a retry sets
+        them again)."""
         statements = db.session_settings(self.plugin.schema,
                                          lock_timeout=self.session.lock_timeout,
                                          role=self.session.role)
-        cursor = raw.execute(sql.SQL("; ").join(
-            [*statements, sql.SQL("SELECT pg_catalog.pg_current_xact_id()::text")]))
-        while cursor.nextset():
-            pass
+        with raw.pipeline():
+            for statement in statements:
+                raw.execute(statement)
+            cursor = raw.execute("SELECT pg_catalog.pg_current_xact_id()::text")
         row = cursor.fetchone()
         assert row is not None
         return str(row[0])
 
-    def _judge(self, raw: psycopg.Connection[Any], first_xid: str, revision: str) -> bool:
-        """True when the revision ran atomically in migrator's transaction; raises when it
-        rolled that transaction back, left it failed, or left an INVALID index."""
-        status = raw.info.transaction_status
-        if status == psycopg.pq.TransactionStatus.INERROR:
+    def _finish(self, raw: psycopg.Connection[Any], step: Any, revision: str,
+                started_at: datetime, first_xid: str, last: bool) -> bool:
+        """Judge what the revision did to migrator's transaction, stamp it and record it,
+        commit: the judgement, the stamp and the history row in one round trip, the commit in
+        another. True when the revision ran atomically. Raises when it rolled migrator's
+        transaction back, left it failed, or left an INVALID index: the caller rolls back,
+        stamp included."""
+        if raw.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
             raise _RevisionBroke("left its transaction failed (it caught a database error and "
                                  "went on)")
-        row = raw.execute(
-            "SELECT pg_catalog.pg_xact_status(%s::xid8)::text, ARRAY(SELECT "
-            "pg_catalog.quote_ident(%s) || '.' || pg_catalog.quote_ident(c.relname) FROM "
-            "pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
-            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE NOT i.indisvalid AND n.nspname = %s ORDER BY 1)",
-            (first_xid, self.plugin.schema, self.plugin.schema)).fetchone()
+        stamp = self._stamp_statement(step)
+        attempt = records.Attempt(
+            plugin=self.plugin.name, schema=self.plugin.schema, revision=revision,
+            direction=self.direction, checksum=revision_checksum(self.plugin, revision),
+            started_at=started_at, finished_at=datetime.now(UTC), applied_by=host_identity(),
+            outcome=records.AttemptOutcome.APPLIED)
+        with raw.pipeline():
+            fate_cursor = raw.execute(_FATE, (first_xid, self.plugin.schema, self.plugin.schema))
+            stamp_cursor = raw.execute(stamp[0], stamp[1]) if stamp else None
+            if stamp is not None:
+                records.record(raw, attempt, first_xid=first_xid)
+                if self.direction is records.Direction.DOWN:
+                    records.forget_backfills(raw, self.plugin.name, revision)
+                if last:
+                    # Earlier commits skipped the WAL flush; this one waits for it, which (WAL
+                    # being sequential) makes all of them durable before the lock is released.
+                    raw.execute("SET LOCAL synchronous_commit TO on")
+        row = fate_cursor.fetchone()
         assert row is not None
-        fate, invalid = row
+        atomic = self._judge(revision, *row)
+        if stamp is None:  # a merge or a branch point: Alembic's own bookkeeping
+            self._stamp_by_alembic(raw, step, attempt, atomic, last)
+        elif stamp_cursor is not None and stamp_cursor.rowcount != 1:
+            raise _RevisionBroke(f"left the version table {db.version_table(self.plugin)} "
+                                 "not at the revision it started from (changed by another "
+                                 "session?)")
+        else:
+            self._move_heads(step)
+        self._commit(raw)
+        return atomic
+
+    def _judge(self, revision: str, fate: str, invalid: list[str]) -> bool:
         if fate == "aborted":
             raise _RevisionBroke("rolled back migrator's transaction (ROLLBACK); whatever it "
                                  "did after that was rolled back too")
@@ -241,23 +268,48 @@ class PluginSteps:
                        "applied — use op.get_context().autocommit_block() instead")
         return atomic
 
-    def _stamp(self, raw: psycopg.Connection[Any], step: Any, revision: str,
-               started_at: datetime, atomic: bool) -> None:
-        """Version stamp, history row and commit: with the revision's work when atomic, else
-        in the transaction that follows it."""
+    def _stamp_statement(self, step: Any) -> tuple[sql.Composed, tuple[str, ...]] | None:
+        """The version table statement for a step that moves one head (Alembic's decision,
+        migrator's statement, so it can share a round trip); None for merges and branch
+        points, which Alembic's HeadMaintainer stamps."""
+        table = db.version_table(self.plugin)
+        heads = self.heads
+        if step.should_delete_branch(heads):
+            return (sql.SQL("DELETE FROM {} WHERE version_num = %s").format(table),
+                    (step.delete_version_num,))
+        if step.should_create_branch(heads):
+            return (sql.SQL("INSERT INTO {} (version_num) VALUES (%s)").format(table),
+                    (step.insert_version_num,))
+        if step.should_merge_branches(heads) or step.should_unmerge_branches(heads):
+            return None
+        from_, to_ = step.update_version_num(heads)
+        return (sql.SQL("UPDATE {} SET version_num = %s WHERE version_num = %s").format(table),
+                (to_, from_))
+
+    def _move_heads(self, step: Any) -> None:
+        """The heads after a one-head step, as Alembic's HeadMaintainer would leave them."""
+        heads = self.heads
+        if step.should_delete_branch(heads):
+            heads.discard(step.delete_version_num)
+        elif step.should_create_branch(heads):
+            heads.add(step.insert_version_num)
+        else:
+            from_, to_ = step.update_version_num(heads)
+            heads.discard(from_)
+            heads.add(to_)
+
+    def _stamp_by_alembic(self, raw: psycopg.Connection[Any], step: Any,
+                          attempt: records.Attempt, atomic: bool, last: bool) -> None:
         from alembic.runtime.migration import HeadMaintainer
 
         assert self._ctx is not None
-        maintainer = HeadMaintainer(self._ctx, self.heads)
+        maintainer = HeadMaintainer(self._ctx, set(self.heads))
         maintainer.update_to_step(step)
-        records.record(raw, records.Attempt(
-            plugin=self.plugin.name, schema=self.plugin.schema, revision=revision,
-            direction=self.direction, checksum=revision_checksum(self.plugin, revision),
-            started_at=started_at, finished_at=datetime.now(UTC), applied_by=host_identity(),
-            outcome=records.AttemptOutcome.APPLIED, atomic=atomic))
+        records.record(raw, dataclasses.replace(attempt, atomic=atomic))
         if self.direction is records.Direction.DOWN:
-            records.forget_backfills(raw, self.plugin.name, revision)
-        self._commit(raw)
+            records.forget_backfills(raw, self.plugin.name, attempt.revision)
+        if last:
+            raw.execute("SET LOCAL synchronous_commit TO on")
         self.heads = set(maintainer.heads)
 
     def _commit(self, raw: psycopg.Connection[Any]) -> None:
@@ -358,6 +410,15 @@ def downgrade_walk(script: ScriptDirectory, destination: str, heads: tuple[str, 
     base)."""
     current: Any = heads
     return list(script._downgrade_revs(destination, current))
+
+
+# The fate of the transaction a revision started in, and the INVALID indexes of its schema.
+_FATE = (
+    "SELECT pg_catalog.pg_xact_status(%s::xid8)::text, ARRAY(SELECT "
+    "pg_catalog.quote_ident(%s) || '.' || pg_catalog.quote_ident(c.relname) FROM "
+    "pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE NOT i.indisvalid AND n.nspname = %s ORDER BY 1)")
 
 
 class _RevisionBroke(Exception):
