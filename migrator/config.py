@@ -26,6 +26,11 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 DAY = 86_400.0
 # libpq keywords a URL or a keyword/value string may not carry: migrator sets them itself.
 _OWN_KEYWORDS = ("application_name",)
+# libpq keywords whose values are secrets: never shown, redacted in every form.
+SECRET_KEYWORDS = ("password", "sslpassword", "oauth_client_secret", "scram_client_key",
+                   "scram_server_key")
+# asyncpg's `ssl=` values as libpq's `sslmode`.
+_ASYNCPG_SSL = {"true": "require", "1": "require", "false": "disable", "0": "disable"}
 # Shorter secrets are not redacted by text replacement (it would garble every line).
 MIN_REDACTED_LENGTH = 3
 
@@ -114,7 +119,8 @@ class DatabaseUrl:
         clean = {key: str(value) for key, value in params.items() if value is not None}
         for key in _OWN_KEYWORDS:
             clean.pop(key, None)
-        return cls(params=clean, passwords=_secret_forms(clean.get("password")))
+        forms = {form for key in SECRET_KEYWORDS for form in _secret_forms(clean.get(key))}
+        return cls(params=clean, passwords=tuple(sorted(forms, key=len, reverse=True)))
 
     @property
     def user(self) -> str:
@@ -137,7 +143,8 @@ class DatabaseUrl:
         user = quote(self.params.get("user", ""), safe="")
         userinfo = (user + (":***" if self.password else "") + "@") if user or self.password \
             else ""
-        rest = "&".join(f"{key}={quote(value, safe='/')}" for key, value in
+        rest = "&".join(f"{key}=***" if key in SECRET_KEYWORDS else
+                        f"{key}={quote(value, safe='/')}" for key, value in
                         sorted(self.params.items())
                         if key not in ("host", "hostaddr", "port", "user", "password", "dbname"))
         dbname = quote(self.params.get("dbname", ""), safe="")
@@ -189,9 +196,24 @@ def _libpq_url(text: str, source: str) -> str:
             ":" + quote(unquote(password), safe="") if colon else "") + "@"
     if query:
         pairs = [part.partition("=") for part in query.split("&") if part]
-        query = "&".join(("sslmode" if key == "ssl" else key) + eq + value
-                         for key, eq, value in pairs)
+        pairs = [("sslmode", eq, _ASYNCPG_SSL.get(value.lower(), value)) if key == "ssl"
+                 else (key, eq, value) for key, eq, value in pairs]
+        unknown = sorted({unquote(key) for key, _, _ in pairs} - libpq_keywords())
+        if unknown:
+            names = ", ".join(repr(key[:40]) for key in unknown)
+            raise ConfigError(
+                f"{source}: the database URL cannot be used (unknown "
+                f"parameter{'s' if len(unknown) > 1 else ''} {names}; libpq knows no such "
+                "option)")
+        query = "&".join(key + eq + value for key, eq, value in pairs)
     return "postgresql://" + userinfo + location + (question + query if query else "")
+
+
+def libpq_keywords() -> frozenset[str]:
+    """The connection options this libpq knows."""
+    from psycopg import pq
+
+    return frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())
 
 
 def _secret_forms(password: str | None) -> tuple[str, ...]:

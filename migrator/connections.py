@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 import time
 from typing import Any
@@ -17,6 +18,16 @@ from migrator.logs import first_line, get_logger
 # migrator's sessions are immune to the server's idle timeouts: a revision may spend minutes
 # in Python between statements, and a waiter idles between polls.
 SESSION_OPTIONS = "-c idle_session_timeout=0 -c idle_in_transaction_session_timeout=0"
+# PostgreSQL before 14 has no idle_session_timeout (and refuses the session that sets it).
+_PRE_14_OPTIONS = "-c idle_in_transaction_session_timeout=0"
+_PRE_14_REFUSAL = 'unrecognized configuration parameter "idle_session_timeout"'
+
+
+def session_options(url: DatabaseUrl, *, before_14: bool = False) -> str:
+    """libpq `options` for migrator's sessions: the URL's own, then migrator's (the last
+    `-c` of a setting wins, so the idle timeouts stay off)."""
+    own = _PRE_14_OPTIONS if before_14 else SESSION_OPTIONS
+    return f"{url.params['options']} {own}" if url.params.get("options") else own
 
 
 def host_identity() -> str:
@@ -28,10 +39,20 @@ def application_name() -> str:
     return f"migrator@{host_identity()}"[:63]
 
 
-# libpq's words for what waiting cannot heal: refused at once with exit 2.
+# The server's and libpq's words for what waiting cannot heal: refused at once with exit 2.
+# (A connection failure carries no SQLSTATE in psycopg: libpq keeps only the message.)
 _REFUSALS = ("password authentication failed", "authentication failed", "does not exist",
              "no pg_hba.conf entry", "not permitted to log in", "SSL required",
-             "certificate", "peer authentication failed", "Ident authentication failed")
+             "certificate", "peer authentication failed", "Ident authentication failed",
+             "unrecognized configuration parameter", "invalid value for parameter")
+# libpq refusing an option's value before it sends anything (`port=abc`, `sslmode=true`).
+_BAD_OPTION = re.compile(r"\binvalid (integer value|port number|[a-z_]+ value)\b")
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """True when waiting cannot heal this connection failure."""
+    text = str(exc)
+    return any(sign in text for sign in _REFUSALS) or bool(_BAD_OPTION.search(text))
 
 
 def connect(url: DatabaseUrl, *, timeout: float, autocommit: bool = True,
@@ -43,18 +64,23 @@ def connect(url: DatabaseUrl, *, timeout: float, autocommit: bool = True,
     from migrator import retries
 
     deadline = time.monotonic() + timeout
+    before_14 = False
 
     def attempt(_seconds_left: float) -> psycopg.Connection[Any]:
+        nonlocal before_14
         left = deadline - time.monotonic()
         try:
             return psycopg.connect(url.conninfo, autocommit=autocommit,
                                    application_name=application_name(),
-                                   options=SESSION_OPTIONS,
+                                   options=session_options(url, before_14=before_14),
                                    # libpq's per-attempt limit, so the last attempt cannot
                                    # run far past the deadline (2 s is libpq's minimum).
                                    connect_timeout=max(2, min(math.ceil(left), 10)))
         except psycopg.OperationalError as exc:
-            if any(sign in str(exc) for sign in _REFUSALS):
+            if _PRE_14_REFUSAL in str(exc) and not before_14:
+                before_14 = True  # an old server: the next attempt (at once) without it
+                return attempt(_seconds_left)
+            if is_refusal(exc):
                 raise _refused(url, exc) from None
             raise
 
@@ -104,9 +130,13 @@ def autocommit_idle(conn: psycopg.Connection[Any]) -> bool:
 
 
 def _refused(url: DatabaseUrl, exc: BaseException) -> TargetRefused:
+    text = str(exc)
+    if _BAD_OPTION.search(text) or "parameter" in text:
+        advice = "fix that option in the database URL"
+    else:
+        advice = "check the user, password and database name (and pg_hba.conf)"
     return TargetRefused(f"database {url.target} refused the connection ({first_line(exc)}); "
-                         "waiting will not help: check the user, password and database name "
-                         "(and pg_hba.conf)")
+                         f"waiting will not help: {advice}")
 
 
 def connect_as(url: DatabaseUrl, *, user: str, password: str, timeout: float
@@ -119,7 +149,8 @@ def connect_as(url: DatabaseUrl, *, user: str, password: str, timeout: float
                               if key not in ("user", "password", "passfile")}
     try:
         return psycopg.connect(make_conninfo("", **params, user=user, password=password),
-                               application_name=application_name(), options=SESSION_OPTIONS,
+                               application_name=application_name(),
+                               options=session_options(url),
                                connect_timeout=max(2, min(int(timeout), 10)))
     except psycopg.OperationalError as exc:
         message = (f"could not open the sandboxed session as role {user!r} on {url.safe} "

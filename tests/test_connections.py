@@ -243,3 +243,115 @@ def test_unknown_url_parameters_and_non_utf8_url_files_exit_2(
     assert binary.returncode == 2
     assert "not UTF-8" in error_lines(binary.stderr)[0]
     assert "Traceback" not in binary.stderr
+
+
+# -- the local server: refusals, options, retried failures, the deadline ------------------------
+
+
+def local(database_url: str, **changes: str) -> DatabaseUrl:
+    """`database_url` (the per-test database on the trust-auth server) with keywords changed."""
+    url = DatabaseUrl.parse(database_url, source="t")
+    return DatabaseUrl(params={**url.params, **changes}, passwords=url.passwords)
+
+
+@pytest.mark.parametrize(("changes", "said"), [
+    ({"user": "no_such_role_here"}, 'role "no_such_role_here" does not exist'),
+    ({"dbname": "no_such_db_here"}, 'database "no_such_db_here" does not exist'),
+    ({"port": "abc"}, "invalid integer value"),
+    ({"options": "-c no_such_setting_here=1"}, "unrecognized configuration parameter"),
+], ids=["unknown role", "unknown database", "bad port", "unknown server setting"])
+def test_refusals_are_immediate(database_url: str, changes: dict[str, str], said: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(TargetRefused) as refused:
+        connections.connect(local(database_url, **changes), timeout=30)
+    assert time.monotonic() - started < 15  # not the 30 s a transient failure would get
+    assert said in str(refused.value) and "waiting will not help" in str(refused.value)
+
+
+def test_wait_exits_2_on_a_refusal_and_keeps_waiting_while_unreachable(
+    database_url: str, run_cli: Any, cli_env: dict[str, str], platform: Path,
+) -> None:
+    unknown_role = database_url.replace("postgres@", "no_such_role_here@", 1)
+    started = time.monotonic()
+    refused = run_cli("--database-url", unknown_role, "--migrations-dir", platform, "wait",
+                      "--timeout", "30s", env=cli_env)
+    assert refused.returncode == 2, refused.stderr
+    assert time.monotonic() - started < 15
+    assert "no_such_role_here" in error_lines(refused.stderr)[0]
+    unreachable = run_cli("--database-url", f"postgresql://app@{CLOSED}/db", "--migrations-dir",
+                          platform, "wait", "--timeout", "1s", env=cli_env)
+    assert unreachable.returncode == 3, unreachable.stderr
+
+
+def test_the_urls_own_options_are_kept_and_the_idle_timeouts_still_off(database_url: str) -> None:
+    url = local(database_url, options="-c statement_timeout=4321 -c idle_session_timeout=5s")
+    with connections.connect(url, timeout=5) as conn:
+        assert conn.execute("SELECT current_setting('statement_timeout'), "
+                            "current_setting('idle_session_timeout'), "
+                            "current_setting('idle_in_transaction_session_timeout'), "
+                            "current_setting('application_name')").fetchone() == (
+            "4321ms", "0", "0", connections.application_name())
+
+
+def test_too_many_connections_is_retried_until_the_timeout(database_url: str) -> None:
+    """53300 heals when other sessions end: retried, then exit 4 — not refused."""
+    from uuid import uuid4
+
+    from migrator.errors import DatabaseUnreachable
+
+    role = f"full_{uuid4().hex[:8]}"
+    fetch(database_url, f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnreachable) as unreachable:
+            connections.connect(local(database_url, user=role), timeout=2)
+        elapsed = time.monotonic() - started
+        assert "too many connections" in str(unreachable.value)
+        assert 2 <= elapsed < 4.5
+    finally:
+        fetch(database_url, f'DROP ROLE "{role}"')
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts TCP connections and never answers: libpq waits for the server's
+    reply until its own connect_timeout."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def test_a_silent_server_is_given_up_on_at_the_timeout(silent_port: int) -> None:
+    """Each attempt's libpq connect_timeout is capped by the time left: the total stays within
+    a second or two of `timeout` (it used to be nearly twice it)."""
+    from migrator.errors import DatabaseUnreachable
+
+    url = DatabaseUrl.parse(f"postgresql://app@127.0.0.1:{silent_port}/db", source="t")
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnreachable):
+        connections.connect(url, timeout=5)
+    assert 5 <= time.monotonic() - started < 7.5
