@@ -26,6 +26,8 @@ from pathlib import Path
 import benchlib
 import fleet
 
+DASH = "\u2013"  # en dash, as in RESULTS.md
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 
@@ -94,12 +96,12 @@ def main() -> int:
                         str(before)], check=False, capture_output=True)
 
     print(f"| scenario ({args.plugins} x {args.revisions}) | before {args.before} median ms "
-          "(min–max) | after median ms (min–max) | after / before |")
+          f"(min{DASH}max) | after median ms (min{DASH}max) | after / before |")
     print("|---|---:|---:|---:|")
     for scenario in ("noop", "fresh"):
         b, a = samples[(scenario, "before")], samples[(scenario, "after")]
-        print(f"| {scenario} | {statistics.median(b):.0f} ({min(b):.0f}–{max(b):.0f}) | "
-              f"{statistics.median(a):.0f} ({min(a):.0f}–{max(a):.0f}) | "
+        print(f"| {scenario} | {statistics.median(b):.0f} ({min(b):.0f}{DASH}{max(b):.0f}) | "
+              f"{statistics.median(a):.0f} ({min(a):.0f}{DASH}{max(a):.0f}) | "
               f"{statistics.median(a) / statistics.median(b):.2f} |")
     return 0
 
