@@ -49,7 +49,6 @@ DEFAULT_VERSION_TABLE = "alembic_version"
 PLUGIN_TOML_KEYS = ("schema", "depends_on", "models", "extensions", "version_table",
                     "description")
 ENTRY_POINT_GROUP = "migrator.plugins"
-_shown = shown  # the old private name
 
 
 @dataclass(frozen=True, slots=True)

@@ -147,11 +147,6 @@ class Plan:
     def multiple_heads(self) -> tuple[PluginPlan, ...]:
         return tuple(p for p in self.plugins if p.state == MULTIPLE_HEADS)
 
-    def require_single_heads(self) -> None:
-        """Refuse to migrate a tree with several heads (`Plugin.require_single_head`)."""
-        for item in self.plugins:
-            item.plugin.require_single_head()
-
     def require_known_revisions(self) -> None:
         """Refuse to run when a version table holds a revision no tree has."""
         for item in self.unknown:

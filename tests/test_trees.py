@@ -19,6 +19,7 @@ from treebuilder import Rev, write_plugin
 
 from migrator.discovery import Plugin, discover
 from migrator.errors import TreeError
+from migrator.plan import Plan, PluginPlan
 
 UNREACHABLE = ["--database-url", "postgresql://app@127.0.0.1:1/db", "--connect-timeout", "1s"]
 
@@ -189,6 +190,33 @@ def test_several_heads_are_discovered_and_kept(tmp_path: Path) -> None:
     assert (plugin.heads, plugin.head) == (("left1", "right1"), None)
     with pytest.raises(TreeError, match='migrator merge --plugin forked -m "merge heads"'):
         plugin.require_single_head()
+
+
+def test_the_plan_of_several_heads_is_shown_not_run(tmp_path: Path) -> None:
+    """With several heads the plan's state is multiple_heads and its pending list is what
+    reaching every head would apply (nothing counts as pending for `upgrade`)."""
+    forked_tree(tmp_path)
+    [plugin] = discover(tmp_path, entry_points=False)
+    fresh = PluginPlan.build(plugin, ())
+    assert (fresh.state, fresh.target, fresh.pending) == (
+        "multiple_heads", None, ("base1", "left1", "right1"))
+    on_left = PluginPlan.build(plugin, ("left1",))
+    assert (on_left.state, on_left.pending) == ("multiple_heads", ("right1",))
+    assert Plan((fresh,)).pending == () and Plan((fresh,)).multiple_heads == (fresh,)
+
+
+def test_a_depends_on_revision_is_applied_first(tmp_path: Path) -> None:
+    """Alembic's `depends_on` (a revision of the same tree) orders the plan like a parent,
+    without making its target a non-head."""
+    plugin_dir = write_plugin(tmp_path, "core", [Rev("a1", None), Rev("b2", "a1"),
+                                                 Rev("x1", None)])
+    second = next(p for p in (plugin_dir / "versions").iterdir() if "b2" in p.name)
+    second.write_text(second.read_text().replace("depends_on = None", 'depends_on = "x1"'))
+    [plugin] = discover(tmp_path, entry_points=False)
+    assert plugin.revision("b2").depends_on == ("x1",)  # type: ignore[union-attr]
+    assert plugin.heads == ("b2", "x1")
+    plan = PluginPlan.build(plugin, (), target="b2")
+    assert plan.pending.index("x1") < plan.pending.index("b2")
 
 
 def test_read_only_commands_show_several_heads(run_cli: Any, cli_env: dict[str, str],
