@@ -33,7 +33,6 @@ from migrator.discovery import Plugin
 from migrator.errors import TreeError
 from migrator.logs import get_logger
 from migrator.plan import ancestry
-from migrator.scripts import revision_checksum
 
 if TYPE_CHECKING:
     from sqlalchemy import MetaData
@@ -159,17 +158,20 @@ def _changed_revisions(plugin: Plugin, revisions: tuple[str, ...],
         if rev.revision not in applied or rev.revision not in recorded:
             continue
         checksum, when = recorded[rev.revision]
-        now = revision_checksum(plugin, rev.revision) or ""
-        if now != checksum:
+        if not rev.checksum_matches(checksum):  # the code's checksum (earlier versions: bytes)
+            now = rev.checksum
             findings.append(Finding(
                 kind=CHANGED_REVISION, plugin=plugin.name, revision=rev.revision,
                 object=rev.file,
                 message=f"plugin {plugin.name!r} revision {rev.revision} ({rev.filename}) was "
                         f"applied at {when} UTC with sha256 {checksum[:12]}…, the file now has "
                         f"{now[:12]}…",
-                action="applied revisions never run again: restore the file as it was applied "
-                       "(see its version control history) and put the change in a new "
-                       f"revision: migrator revision --plugin {plugin.name} -m MESSAGE"))
+                action="comments, blank lines and trailing whitespace do not count, so the "
+                       "code changed. Applied revisions never run again: restore the file as it "
+                       "was applied (see its version control history) and put the change in a "
+                       f"new revision: migrator revision --plugin {plugin.name} -m MESSAGE; if "
+                       "the edit is intentional and the database already matches it: "
+                       f"migrator repair --plugin {plugin.name}"))
     return findings
 
 

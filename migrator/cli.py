@@ -91,12 +91,15 @@ def plugins_command(ctx: typer.Context, output: OutputFormat = Format.table) -> 
     settings = settings_from(ctx)
     found = commands.plugins(settings)
     document = {"plugins": [{"name": p.name, "schema": p.schema, "source": p.source,
-                             "depends_on": list(p.depends_on), "head": p.head} for p in found]}
+                             "depends_on": list(p.depends_on), "head": p.head,
+                             "heads": list(p.heads), "extensions": list(p.extensions),
+                             "version_table": p.version_table} for p in found]}
     if output is Format.json:
         emit_json(document)
     else:
         table(["plugin", "schema", "depends on", "head", "source"],
-               [[p.name, p.schema, ", ".join(p.depends_on), p.head, p.source] for p in found])
+               [[p.name, p.schema, ", ".join(p.depends_on), ", ".join(p.heads) or None,
+                 p.source] for p in found])
 
 
 @app.command("status")
@@ -117,7 +120,7 @@ def status_command(ctx: typer.Context, plugin: Plugins = None,
         emit_json(document)
     else:
         table(["plugin", "schema", "current", "head", "state", "pending"],
-               [[p["name"], p["schema"], p["current"], p["head"], p["state"],
+               [[p["name"], p["schema"], p["current"], ", ".join(p["heads"]) or None, p["state"],
                  " ".join(p["pending"])] for p in document["plugins"]])
         if report.backfills:
             table(["plugin", "revision", "backfill", "status", "rows done", "batches"],
@@ -308,7 +311,8 @@ def history_command(
     order = oldest_first(found, {r.revision for r in found.revisions})[::-1]
     revisions = [found.revision(rev) for rev in order]
     if output is Format.json:
-        emit_json({"plugin": found.name, "head": found.head, "revisions": [
+        emit_json({"plugin": found.name, "head": found.head, "heads": list(found.heads),
+                   "revisions": [
             {"revision": r.revision, "down_revision": list(r.down_revisions),
              "file": r.filename, "message": r.message} for r in revisions if r],
             "records": rows})
@@ -347,11 +351,12 @@ def heads_command(ctx: typer.Context, output: OutputFormat = Format.table) -> No
     Example: migrator heads
     """
     settings = settings_from(ctx)
-    rows = [{"name": p.name, "head": p.head} for p in commands.plugins(settings)]
+    found = commands.plugins(settings)
     if output is Format.json:
-        emit_json({"plugins": rows})
+        emit_json({"plugins": [{"name": p.name, "head": p.head, "heads": list(p.heads)}
+                               for p in found]})
     else:
-        table(["plugin", "head"], [list(r.values()) for r in rows])
+        table(["plugin", "head"], [[p.name, ", ".join(p.heads) or None] for p in found])
 
 
 @app.command("wait")

@@ -24,7 +24,15 @@ from migrator.errors import (
     WaitTimeout,
 )
 from migrator.logs import first_line, get_logger
-from migrator.plan import ORPHANED, PENDING, UNKNOWN_REVISION, Plan, PluginPlan, resolve_revision
+from migrator.plan import (
+    MULTIPLE_HEADS,
+    ORPHANED,
+    PENDING,
+    UNKNOWN_REVISION,
+    Plan,
+    PluginPlan,
+    resolve_revision,
+)
 
 if TYPE_CHECKING:
     from migrator.scaffold import NewRevision
@@ -63,6 +71,13 @@ def select(found: list[Plugin], names: Sequence[str], *, with_dependencies: bool
 
 def plugin_named(found: list[Plugin], name: str) -> Plugin:
     return select(found, [name], with_dependencies=False)[0]
+
+
+def require_single_heads(selected: Sequence[Plugin]) -> None:
+    """Commands that migrate (or render a migration) refuse a tree with several heads
+    before connecting: `TreeError` (exit 2) naming the heads and the merge command."""
+    for plugin in selected:
+        plugin.require_single_head()
 
 
 # -- connections ----------------------------------------------------------------------------
@@ -104,9 +119,11 @@ class Status:
     def as_dict(self) -> dict[str, Any]:
         rows = [{"name": p.name, "schema": p.plugin.schema,
                  "current": p.current_label, "head": p.plugin.head,
+                 "heads": list(p.plugin.heads),
                  "pending": list(p.pending), "state": p.state} for p in self.plan.plugins]
         rows += [{"name": o.name, "schema": o.schema,
-                  "current": ",".join(o.current) or None, "head": None, "pending": [],
+                  "current": ",".join(o.current) or None, "head": None, "heads": [],
+                  "pending": [],
                   "state": ORPHANED} for o in self.orphans]
         result: dict[str, Any] = {"plugins": rows}
         if self.backfills:
@@ -115,7 +132,10 @@ class Status:
 
     @property
     def needs_attention(self) -> bool:
-        return any(p.state in (PENDING, UNKNOWN_REVISION) for p in self.plan.plugins)
+        return any(p.state in ATTENTION for p in self.plan.plugins)
+
+
+ATTENTION = (PENDING, UNKNOWN_REVISION, MULTIPLE_HEADS)  # what `status --check` counts
 
 
 def read_plan(conn: psycopg.Connection[Any], selected: list[Plugin],
@@ -165,12 +185,14 @@ def _unfinished_backfills(conn: psycopg.Connection[Any], names: list[str]
 
 
 def check_status(report: Status) -> None:
-    """`status --check`: exit 5 when anything is pending or at an unknown revision."""
+    """`status --check`: exit 5 when anything is pending, at an unknown revision, or has
+    several heads."""
     if report.needs_attention:
-        troubled = [f"{p.name} ({p.state})" for p in report.plan.plugins
-                    if p.state in (PENDING, UNKNOWN_REVISION)]
-        raise FindingsReported("not at head: " + ", ".join(troubled)
-                               + "; run: migrator upgrade")
+        troubled = [f"{p.name} ({p.state})" for p in report.plan.plugins if p.state in ATTENTION]
+        forked = [p.name for p in report.plan.multiple_heads]
+        next_step = (f"; merge the heads first: migrator merge --plugin {forked[0]} -m "
+                     "\"merge heads\"" if forked else "; run: migrator upgrade")
+        raise FindingsReported("not at head: " + ", ".join(troubled) + next_step)
 
 
 # -- check ----------------------------------------------------------------------------------
@@ -266,6 +288,7 @@ def wait(settings: Settings, *, timeout: float, interval: float = 2.0,
          clock: Callable[[], float] = time.monotonic) -> Plan:
     """Poll until every plugin is at head; an unreachable database counts as "not yet"."""
     found = plugins(settings)
+    require_single_heads(found)  # several heads never reach "at head": waiting cannot heal it
     url = db.resolve_url(settings)
     log = get_logger()
     deadline = clock() + timeout

@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+from migrator.outcomes import Outcome, RunOutcome
+
 Event = MutableMapping[str, Any]
 
 _STYLES = {"ok": "32", "warning": "33", "error": "31", "dim": "2", "bold": "1"}
@@ -133,12 +135,12 @@ class HumanRenderer:
             str(event.get("command")), "applied to")
         done = (f"{applied} revision{'' if applied == 1 else 's'} {verb} {len(changed)} "
                 f"plugin{'' if len(changed) == 1 else 's'} in {seconds:.1f} s")
-        if outcome == "success":
+        if outcome == RunOutcome.SUCCESS:
             if not applied:
                 return f"Nothing to do: {len(plugins)} plugin(s) up to date."
             return self._style(done[0].upper() + done[1:] + ".", "ok")
-        failed = [p["plugin"] for p in plugins if p.get("outcome") == "failed"]
-        if outcome == "interrupted":
+        failed = [p["plugin"] for p in plugins if p.get("outcome") == Outcome.FAILED]
+        if outcome == RunOutcome.INTERRUPTED:
             return self._style(f"Interrupted: {done}; rerun to continue.", "warning")
         where = f" ({', '.join(failed)})" if failed else ""
         return self._style(f"Failed{where}: {done} before the failure; fix the cause above "

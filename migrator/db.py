@@ -62,20 +62,26 @@ def resolve_url(settings: Settings) -> DatabaseUrl:
     raise ConfigError(NO_DATABASE_HELP)
 
 
+def search_path(schema: str) -> sql.Composed:
+    """`SET search_path TO "<schema>", "public"` (just `"public"` for a plugin living there):
+    the one composition of a plugin's search_path, at run time and for plugin authors."""
+    path = [sql.Identifier(schema)] + ([sql.Identifier("public")] if schema != "public" else [])
+    return sql.SQL("SET search_path TO {}").format(sql.SQL(", ").join(path))
+
+
 def session_settings(schema: str, *, lock_timeout: float,
                      role: str | None = None) -> list[sql.SQL | sql.Composed]:
     """migrator's own session state, from a clean slate: what a revision, a retry or a backfill
     batch starts from. Whatever a revision `SET` (search_path, lock_timeout, statement_timeout,
     the role, anything) is undone here; what migrator does not set is the database's default.
     Runs outside a transaction (a SET inside one that rolls back would be undone too)."""
-    path = [sql.Identifier(schema)] + ([sql.Identifier("public")] if schema != "public" else [])
     return [
         sql.SQL("RESET ALL"),
         # RESET ALL leaves these two alone (PostgreSQL marks them GUC_NO_RESET_ALL).
         sql.SQL("SET SESSION AUTHORIZATION DEFAULT"),
         sql.SQL("RESET ROLE"),
         *([sql.SQL("SET ROLE {}").format(sql.Identifier(role))] if role else []),
-        sql.SQL("SET search_path TO {}").format(sql.SQL(", ").join(path)),
+        search_path(schema),
         sql.SQL("SET lock_timeout = {}").format(
             sql.Literal(f"{max(1, round(lock_timeout * 1000))}ms")),
         # migrator's sessions are immune to the server's idle timeouts (a revision may spend

@@ -1,33 +1,60 @@
-"""Find plugin trees, read `plugin.toml` and revision ids, and validate them.
+"""Find plugin trees, read `plugin.toml`, and validate each tree into a `Plugin`.
 
-Revision ids are read with a regular expression, not by importing the file: a run with
-nothing pending must import no revision module (and neither alembic nor SQLAlchemy).
+Reading one revision file (ids without importing, the checksum) lives in `migrator.revisions`;
+plugin order and reachability in `migrator.graph`. Both are re-exported here for callers.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
-import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from migrator.errors import DependencyError, TreeError
-from migrator.graph import order_by_dependencies
-from migrator.revisions import REVISION_ID_PATTERN, RevisionFile, printable, shown_value
+from migrator.graph import (
+    dependents_of,
+    find_cycle,
+    order_by_dependencies,
+    reachable,
+    with_dependencies,
+)
+from migrator.graph import heads as revision_heads
+from migrator.revisions import (
+    REVISION_ID_PATTERN,
+    RevisionFile,
+    printable,
+    read_regular_file,
+    require_regular_file,
+    shown,
+)
 
-__all__ = ["REVISION_ID_PATTERN", "Plugin", "RevisionFile", "discover", "printable"]
+__all__ = [
+    "DEFAULT_VERSION_TABLE", "ENTRY_POINT_GROUP", "NAME_PATTERN", "PLUGIN_TOML_KEYS",
+    "RESERVED_SCHEMAS", "REVISION_ID_PATTERN", "Plugin", "RevisionFile", "dependents_of",
+    "discover", "order_by_dependencies", "printable", "reachable", "read_plugin_toml",
+    "require_regular_file", "validate_schema_name", "with_dependencies",
+]
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}\Z")  # \Z: `$` would allow a final newline
-RESERVED_SCHEMAS = frozenset({"public", "migrator", "information_schema"})
-PLUGIN_TOML_KEYS = ("schema", "depends_on", "models", "description")
+# Extension names as PostgreSQL ships them (`uuid-ossp` has a hyphen); always quoted.
+EXTENSION_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}\Z")
+VERSION_TABLE_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
+RESERVED_SCHEMAS = frozenset({"migrator", "information_schema"})  # and pg_*
+PUBLIC_SCHEMA = "public"  # allowed for one plugin: an adopted Alembic app or the host
+DEFAULT_VERSION_TABLE = "alembic_version"
+PLUGIN_TOML_KEYS = ("schema", "depends_on", "models", "extensions", "version_table",
+                    "description")
 ENTRY_POINT_GROUP = "migrator.plugins"
+
 
 @dataclass(frozen=True, slots=True)
 class Plugin:
-    """A validated plugin tree: where it came from, its schema, dependencies and revisions."""
+    """A validated plugin tree: where it came from, its schema, dependencies, revisions and
+    heads (several until a merge revision joins them)."""
 
     name: str
     schema: str
@@ -37,11 +64,28 @@ class Plugin:
     models: str | None
     description: str
     revisions: tuple[RevisionFile, ...]
-    head: str | None
+    heads: tuple[str, ...]
+    extensions: tuple[str, ...] = ()
+    version_table: str = DEFAULT_VERSION_TABLE
+
+    @property
+    def head(self) -> str | None:
+        """The head revision; None for an empty tree or one with several heads."""
+        return self.heads[0] if len(self.heads) == 1 else None
 
     @property
     def versions_dir(self) -> Path:
         return self.path / "versions"
+
+    def require_single_head(self) -> str | None:
+        """The head (None for an empty tree); a tree with several heads cannot be migrated:
+        `TreeError` listing them and saying how to merge."""
+        if len(self.heads) > 1:
+            raise TreeError(
+                f"plugin {self.name!r} has {len(self.heads)} heads ({', '.join(self.heads)}); "
+                f"create a merge revision: migrator merge --plugin {self.name} -m \"merge "
+                "heads\"", plugin=self.name, path=str(self.path), heads=self.heads)
+        return self.head
 
     def revision(self, revision_id: str) -> RevisionFile | None:
         for candidate in self.revisions:
@@ -55,107 +99,110 @@ class Plugin:
         name = name or path.name
         if not NAME_PATTERN.match(name):
             raise TreeError(
-                f"{printable(str(path))}: plugin name {shown_value(name)} must match "
+                f"{printable(str(path))}: plugin name {shown(name)} must match "
                 "^[a-z][a-z0-9_]{0,47}$ "
                 "(lowercase letters, digits, underscores); rename the directory",
                 plugin=name, path=str(path))
-        config = read_plugin_toml(path / "plugin.toml", name)
+        toml = path / "plugin.toml"
+        config = read_plugin_toml(toml, name)
         schema = config.get("schema", name)
-        validate_schema_name(schema, where=f"{path / 'plugin.toml'}", plugin=name)
+        validate_schema_name(schema, where=str(toml), plugin=name)
         depends_on = tuple(config.get("depends_on", ()))
         if name in depends_on:
-            raise DependencyError(f"{path / 'plugin.toml'}: plugin {name!r} depends on itself; "
+            raise DependencyError(f"{toml}: plugin {name!r} depends on itself; "
                                   "remove it from depends_on", plugins=[name])
         revisions = _read_revisions(path / "versions", name)
         return cls(
             name=name, schema=schema, path=path, source=source, depends_on=depends_on,
             models=config.get("models"), description=config.get("description", ""),
-            revisions=revisions, head=_single_head(revisions, name, path),
+            revisions=revisions, heads=_heads(revisions, name, path),
+            extensions=tuple(config.get("extensions", ())),
+            version_table=config.get("version_table", DEFAULT_VERSION_TABLE),
         )
 
 
 def validate_schema_name(schema: str, *, where: str, plugin: str) -> None:
     if not NAME_PATTERN.match(schema) or schema in RESERVED_SCHEMAS or schema.startswith("pg_"):
         raise TreeError(
-            f"{where}: schema {shown_value(schema)} is not allowed; use a lowercase identifier "
-            "matching ^[a-z][a-z0-9_]{0,47}$ other than public, migrator, information_schema "
-            "or pg_*",
+            f"{printable(where)}: schema {shown(schema)} is not allowed; use a lowercase "
+            "identifier matching ^[a-z][a-z0-9_]{0,47}$ other than migrator, "
+            "information_schema or pg_* (public: for one plugin only)",
             plugin=plugin, path=where)
 
 
-def require_regular_file(path: str, *, plugin: str, what: str) -> None:
-    """Refuse anything but a regular file (after symlinks): a symlink loop, a dangling link,
-    a FIFO (opening it would hang the run), a socket, a device or a directory."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise TreeError(f"{path}: cannot read {what} ({exc.strerror}); fix or remove it",
-                        plugin=plugin, path=path) from None
-    if not stat.S_ISREG(mode):
-        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
-                else "a socket" if stat.S_ISSOCK(mode) else "a device")
-        raise TreeError(f"{path}: the {what} is {kind}, not a regular file; remove it or "
-                        "replace it with a file", plugin=plugin, path=path)
-
-
 def read_plugin_toml(path: Path, plugin: str) -> dict[str, Any]:
+    """`plugin.toml` as a validated dict ({} when there is none)."""
     if not os.path.lexists(path):
         return {}
-    require_regular_file(str(path), plugin=plugin, what="plugin.toml")
+    data = read_regular_file(str(path), plugin=plugin, what="plugin.toml")
     import tomllib
 
+    where = printable(str(path))
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise TreeError(f"{path}: invalid TOML ({shown_value(str(exc), quote=False)}); fix "
-                        "the file", plugin=plugin, path=str(path)) from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TreeError(f"{where}: not UTF-8 text; save plugin.toml as UTF-8",
+                        plugin=plugin, path=str(path)) from None
+    try:
+        config = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TreeError(f"{where}: invalid TOML ({shown(str(exc), quote=False)}); fix the file",
+                        plugin=plugin, path=str(path)) from None
     except RecursionError:  # tomllib recurses into nested arrays and tables
-        raise TreeError(f"{path}: invalid TOML (nested too deeply); fix the file",
+        raise TreeError(f"{where}: invalid TOML (nested too deeply); fix the file",
                         plugin=plugin, path=str(path)) from None
-    except OSError as exc:
-        raise TreeError(f"{path}: cannot read plugin.toml ({exc.strerror}); fix or remove it",
-                        plugin=plugin, path=str(path)) from None
+    _validate_toml(config, where, plugin, str(path))
+    return config
+
+
+def _validate_toml(data: dict[str, Any], where: str, plugin: str, path: str) -> None:
+    def refuse(message: str) -> TreeError:
+        return TreeError(f"{where}: {message}", plugin=plugin, path=path)
+
     unknown = sorted(set(data) - set(PLUGIN_TOML_KEYS))
     if unknown:
-        raise TreeError(
-            f"{path}: unknown key {shown_value(unknown[0])}; allowed keys are "
-            + ", ".join(PLUGIN_TOML_KEYS),
-            plugin=plugin, path=str(path))
-    for key in ("schema", "models", "description"):
+        raise refuse(f"unknown key {shown(unknown[0])}; allowed keys are "
+                     + ", ".join(PLUGIN_TOML_KEYS))
+    for key in ("schema", "models", "description", "version_table"):
         if key in data and not isinstance(data[key], str):
-            raise TreeError(f"{path}: {key} must be a string, got {type(data[key]).__name__}",
-                            plugin=plugin, path=str(path))
+            raise refuse(f"{key} must be a string, got {type(data[key]).__name__}")
     if "models" in data and not re.match(r"^[\w.]+:[\w.]+\Z", data["models"]):
-        raise TreeError(f"{path}: models {shown_value(data['models'])} must look like "
-                        "'package.module:name'",
-                        plugin=plugin, path=str(path))
-    depends = data.get("depends_on", [])
-    if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
-        raise TreeError(f"{path}: depends_on must be a list of plugin names, like [\"core\"]",
-                        plugin=plugin, path=str(path))
-    for dependency in depends:
-        if not NAME_PATTERN.match(dependency):
-            raise TreeError(f"{path}: depends_on entry {shown_value(dependency)} is not a valid "
-                            "plugin name",
-                            plugin=plugin, path=str(path))
-    return data
+        raise refuse(f"models {shown(data['models'])} must look like 'package.module:name'")
+    if "version_table" in data and not VERSION_TABLE_PATTERN.match(data["version_table"]):
+        raise refuse(f"version_table {shown(data['version_table'])} must be a lowercase "
+                     "identifier matching ^[a-z_][a-z0-9_]{0,62}$, like \"alembic_version\"")
+    for key, pattern, what in (("depends_on", NAME_PATTERN, "plugin name"),
+                               ("extensions", EXTENSION_PATTERN, "extension name")):
+        values = data.get(key, [])
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            example = '["core"]' if key == "depends_on" else '["citext", "pg_trgm"]'
+            raise refuse(f"{key} must be a list of {what}s, like {example}")
+        for value in values:
+            if not pattern.match(value):
+                raise refuse(f"{key} entry {shown(value)} is not a valid {what}")
+        if len(set(values)) != len(values):
+            twice = next(v for v in values if values.count(v) > 1)
+            raise refuse(f"{key} lists {twice!r} twice; list it once")
 
 
 def _read_revisions(versions: Path, plugin: str) -> tuple[RevisionFile, ...]:
     # os.scandir and string paths: building a thousand Path objects costs more than reading
     # the files.
-    files = sorted(entry.path for entry in os.scandir(versions)
-                   if entry.name.endswith(".py")
-                   and not entry.name.startswith(("__init__", ".#")))
-    for file in files:
-        require_regular_file(file, plugin=plugin, what="revision file")
+    try:
+        files = sorted(entry.path for entry in os.scandir(versions)
+                       if entry.name.endswith(".py")
+                       and not entry.name.startswith(("__init__", ".#")))
+    except OSError as exc:
+        raise TreeError(f"{printable(str(versions))}: cannot list the versions directory "
+                        f"({exc.strerror}); fix its permissions or remove it",
+                        plugin=plugin, path=str(versions)) from None
     revisions = [RevisionFile.read(file, plugin=plugin) for file in files]
     seen: dict[str, str] = {}
     for rev in revisions:
         if rev.revision in seen:
             raise TreeError(
                 f"{rev.path}: revision id {rev.revision!r} is also used by {seen[rev.revision]}; "
-                "give one of them a new id", plugin=plugin, path=str(rev.path))
+                "give one of them a new id", plugin=plugin, path=rev.file)
         seen[rev.revision] = rev.file
     for rev in revisions:
         for parent in rev.down_revisions:
@@ -163,37 +210,28 @@ def _read_revisions(versions: Path, plugin: str) -> tuple[RevisionFile, ...]:
                 raise TreeError(
                     f"{rev.path}: down_revision {parent!r} is not a revision of plugin "
                     f"{plugin!r}; point it at an existing revision of this tree",
-                    plugin=plugin, path=str(rev.path))
+                    plugin=plugin, path=rev.file)
     return tuple(revisions)
 
 
-def _single_head(revisions: tuple[RevisionFile, ...], plugin: str, path: Path) -> str | None:
+def _heads(revisions: tuple[RevisionFile, ...], plugin: str, path: Path) -> tuple[str, ...]:
+    """The tree's heads (Alembic's: revisions no `down_revision` names), after refusing
+    cycles and a tree without a base."""
     if not revisions:
-        return None
-    from graphlib import CycleError, TopologicalSorter
-
-    try:
-        TopologicalSorter({r.revision: r.down_revisions for r in revisions}).prepare()
-    except CycleError as exc:
-        members = list(dict.fromkeys(exc.args[1]))
+        return ()
+    parents = {r.revision: r.down_revisions for r in revisions}
+    members = find_cycle({r.revision: (*r.down_revisions,
+                                       *(d for d in r.depends_on if d in parents))
+                          for r in revisions})
+    if members is not None:
         raise TreeError(
             f"{path}: plugin {plugin!r} revisions form a cycle ("
             + " -> ".join([*members, members[0]]) + "); fix the down_revision lines",
-            plugin=plugin, path=str(path)) from None
-    parents = {p for rev in revisions for p in rev.down_revisions}
-    heads = sorted(rev.revision for rev in revisions if rev.revision not in parents)
-    if len(heads) != 1:
-        if not heads:
-            raise TreeError(f"{path}: plugin {plugin!r} revisions form a cycle (no head); "
-                            "fix the down_revision lines", plugin=plugin, path=str(path))
-        raise TreeError(
-            f"plugin {plugin!r} has {len(heads)} heads ({', '.join(heads)}); create a merge "
-            f"revision: migrator revision --plugin {plugin} -m merge",
-            plugin=plugin, path=str(path), heads=heads)
+            plugin=plugin, path=str(path))
     if not any(not rev.down_revisions for rev in revisions):
         raise TreeError(f"{path}: plugin {plugin!r} has no base revision (down_revision = None); "
                         "fix the down_revision lines", plugin=plugin, path=str(path))
-    return heads[0]
+    return revision_heads(parents)
 
 
 def discover(migrations_dir: Path, *, entry_points: bool = True) -> list[Plugin]:
@@ -201,11 +239,9 @@ def discover(migrations_dir: Path, *, entry_points: bool = True) -> list[Plugin]
     and in dependency order."""
     found: dict[str, Plugin] = {}
     if migrations_dir.is_dir():
-        for name in sorted(entry.name for entry in os.scandir(migrations_dir) if entry.is_dir()):
-            child = migrations_dir / name
-            if os.path.isdir(child / "versions"):
-                plugin = Plugin.from_directory(child, source=str(child))
-                found[plugin.name] = plugin
+        for child in _plugin_directories(migrations_dir):
+            plugin = Plugin.from_directory(child, source=str(child))
+            found[plugin.name] = plugin
     if entry_points:
         for plugin in _entry_point_plugins():
             if plugin.name in found:
@@ -221,6 +257,43 @@ def discover(migrations_dir: Path, *, entry_points: bool = True) -> list[Plugin]
             "declares migrator.plugins; pass --migrations-dir or set MIGRATOR_MIGRATIONS_DIR")
     _check_schemas_unique(found.values())
     return order_by_dependencies(found)
+
+
+def _plugin_directories(migrations_dir: Path) -> list[Path]:
+    """The directories of `migrations_dir` holding `versions/`, sorted. A symlink there (or a
+    `versions` link) that loops or leads nowhere is refused naming it, not skipped: the
+    plugin it stands for would silently not run."""
+    try:
+        entries = sorted(os.scandir(migrations_dir), key=lambda e: e.name)
+    except OSError as exc:
+        raise TreeError(f"{printable(str(migrations_dir))}: cannot list the migrations "
+                        f"directory ({exc.strerror})", path=str(migrations_dir)) from None
+    children: list[Path] = []
+    for entry in entries:
+        if entry.name.startswith(".#"):  # an editor's lock file: a dangling link by design
+            continue
+        child = Path(entry.path)
+        if not _is_directory(child, entry.name):
+            continue
+        if _is_directory(child / "versions", entry.name):
+            children.append(child)
+    return children
+
+
+def _is_directory(path: Path, plugin: str) -> bool:
+    """Whether `path` is a directory; a broken or looping symlink is a `TreeError`."""
+    try:
+        return os.path.isdir(os.path.realpath(path, strict=True))
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise TreeError(f"{printable(str(path))}: a symlink to nothing "
+                            f"({printable(os.readlink(path))}); fix or remove it",
+                            plugin=plugin, path=str(path)) from None
+        return False
+    except OSError as exc:
+        reason = "a symlink loop" if exc.errno == errno.ELOOP else exc.strerror
+        raise TreeError(f"{printable(str(path))}: cannot read the directory ({reason}); fix "
+                        "or remove it", plugin=plugin, path=str(path)) from None
 
 
 def _entry_point_plugins() -> Iterable[Plugin]:
@@ -249,7 +322,9 @@ def _check_schemas_unique(plugins: Iterable[Plugin]) -> None:
     for plugin in plugins:
         other = owners.get(plugin.schema)
         if other is not None:
+            only = (" (public is for one plugin only: the host application or an adopted "
+                    "Alembic app)" if plugin.schema == PUBLIC_SCHEMA else "")
             raise TreeError(
-                f"plugins {other.name!r} and {plugin.name!r} both use schema {plugin.schema!r}; "
-                "set a different `schema` in one plugin.toml", plugin=plugin.name)
+                f"plugins {other.name!r} and {plugin.name!r} both use schema {plugin.schema!r}"
+                f"{only}; set a different `schema` in one plugin.toml", plugin=plugin.name)
         owners[plugin.schema] = plugin

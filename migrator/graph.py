@@ -1,16 +1,17 @@
-"""The plugin graph: dependency order (graphlib) and reachability. Pure: no files, no
-database."""
+"""Pure graph questions, no files and no database: the order of plugins by `depends_on`
+(graphlib), what is reachable from what, and a revision tree's heads and cycles."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from graphlib import CycleError, TopologicalSorter
 from typing import Protocol, TypeVar
 
 from migrator.errors import DependencyError
 
 
 class Node(Protocol):
-    """What the graph needs of a plugin."""
+    """What ordering needs of a plugin."""
 
     @property
     def name(self) -> str: ...
@@ -22,13 +23,40 @@ class Node(Protocol):
     def source(self) -> str: ...
 
 
-Plugin = TypeVar("Plugin", bound=Node)
+N = TypeVar("N", bound=Node)
 
 
-def order_by_dependencies(plugins: Mapping[str, Plugin]) -> list[Plugin]:
+def reachable(start: Iterable[str], edges: Mapping[str, Iterable[str]]) -> set[str]:
+    """`start` and everything reachable from it along `edges` (a plugin's dependencies, a
+    revision's parents)."""
+    seen: set[str] = set()
+    stack = list(start)
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(edges.get(node, ()))
+    return seen
+
+
+def find_cycle(edges: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """The members of one cycle along `edges` (each listed once), or None."""
+    try:
+        TopologicalSorter({node: tuple(after) for node, after in edges.items()}).prepare()
+    except CycleError as exc:
+        return list(dict.fromkeys(exc.args[1]))
+    return None
+
+
+def heads(parents: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
+    """The revisions no other revision names as a parent, sorted: Alembic's heads (a
+    `depends_on` does not make its target a non-head, a `down_revision` does)."""
+    named = {parent for revision_parents in parents.values() for parent in revision_parents}
+    return tuple(sorted(revision for revision in parents if revision not in named))
+
+
+def order_by_dependencies(plugins: Mapping[str, N]) -> list[N]:
     """Plugins in dependency order (graphlib); ties broken by name so the order is stable."""
-    from graphlib import CycleError, TopologicalSorter
-
     for plugin in plugins.values():
         for dependency in plugin.depends_on:
             if dependency not in plugins:
@@ -45,7 +73,7 @@ def order_by_dependencies(plugins: Mapping[str, Plugin]) -> list[Plugin]:
         raise DependencyError(
             "dependency cycle between plugins: " + " -> ".join([*members, members[0]])
             + "; remove one depends_on entry to break it", plugins=members) from None
-    ordered: list[Plugin] = []
+    ordered: list[N] = []
     while sorter.is_active():
         ready = sorted(sorter.get_ready())
         ordered.extend(plugins[name] for name in ready)
@@ -53,26 +81,13 @@ def order_by_dependencies(plugins: Mapping[str, Plugin]) -> list[Plugin]:
     return ordered
 
 
-def reachable(start: Iterable[str], edges: Mapping[str, Iterable[str]]) -> set[str]:
-    """`start` and everything reachable from it along `edges` (a plugin's dependencies, a
-    revision's parents)."""
-    seen: set[str] = set()
-    stack = list(start)
-    while stack:
-        node = stack.pop()
-        if node not in seen:
-            seen.add(node)
-            stack.extend(edges.get(node, ()))
-    return seen
-
-
-def with_dependencies(plugins: list[Plugin], names: Iterable[str]) -> list[Plugin]:
+def with_dependencies(plugins: list[N], names: Iterable[str]) -> list[N]:
     """The named plugins and everything they depend on, in dependency order."""
     wanted = reachable(names, {p.name: p.depends_on for p in plugins})
     return [p for p in plugins if p.name in wanted]
 
 
-def dependents_of(plugins: list[Plugin], name: str) -> list[Plugin]:
+def dependents_of(plugins: list[N], name: str) -> list[N]:
     """The plugins that depend on `name`, directly or not, in dependency order."""
     depended_by: dict[str, list[str]] = {}
     for candidate in plugins:

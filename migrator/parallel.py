@@ -18,7 +18,8 @@ from migrator import db
 from migrator.config import Settings
 from migrator.errors import Interrupted, MigratorError, WorkerDied
 from migrator.logs import get_logger
-from migrator.summary import Outcome, PluginOutcome
+from migrator.outcomes import Outcome
+from migrator.summary import PluginOutcome
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection as Pipe

@@ -28,11 +28,20 @@ UP_TO_DATE = PluginState.UP_TO_DATE
 PENDING = PluginState.PENDING
 UNKNOWN_REVISION = PluginState.UNKNOWN_REVISION
 ORPHANED = PluginState.ORPHANED
+MULTIPLE_HEADS = PluginState.MULTIPLE_HEADS
 
 
 def ancestry(plugin: Plugin, revisions: Sequence[str]) -> set[str]:
-    """`revisions` and every revision they descend from."""
-    return reachable(revisions, {rev.revision: rev.down_revisions for rev in plugin.revisions})
+    """`revisions` and every revision they descend from, or depend on (Alembic's
+    `depends_on`, where it names a revision of the tree)."""
+    return reachable(revisions, _parents(plugin))
+
+
+def _parents(plugin: Plugin) -> dict[str, tuple[str, ...]]:
+    known = {rev.revision for rev in plugin.revisions}
+    return {rev.revision: (*rev.down_revisions,
+                           *(d for d in rev.depends_on if d in known and d != rev.revision))
+            for rev in plugin.revisions}
 
 
 def oldest_first(plugin: Plugin, revisions: set[str]) -> tuple[str, ...]:
@@ -40,8 +49,9 @@ def oldest_first(plugin: Plugin, revisions: set[str]) -> tuple[str, ...]:
     from graphlib import TopologicalSorter
 
     by_id = {rev.revision: rev for rev in plugin.revisions}
+    parents = _parents(plugin)
     sorter: TopologicalSorter[str] = TopologicalSorter(
-        {r: [p for p in by_id[r].down_revisions if p in revisions] for r in revisions})
+        {r: [p for p in parents[r] if p in revisions] for r in revisions})
     sorter.prepare()
     ordered: list[str] = []
     while sorter.is_active():
@@ -93,6 +103,11 @@ class PluginPlan:
         known = {rev.revision for rev in plugin.revisions}
         if any(rev not in known for rev in current):
             return cls(plugin, current, goal, (), UNKNOWN_REVISION)
+        if goal is None and len(plugin.heads) > 1:
+            # Shown, not run: what reaching every head would apply.
+            pending = oldest_first(
+                plugin, ancestry(plugin, plugin.heads) - ancestry(plugin, current))
+            return cls(plugin, current, None, pending, MULTIPLE_HEADS)
         if goal is None:
             return cls(plugin, current, goal, (), UP_TO_DATE)
         done = ancestry(plugin, current)
@@ -127,6 +142,10 @@ class Plan:
     @property
     def unknown(self) -> tuple[PluginPlan, ...]:
         return tuple(p for p in self.plugins if p.state == UNKNOWN_REVISION)
+
+    @property
+    def multiple_heads(self) -> tuple[PluginPlan, ...]:
+        return tuple(p for p in self.plugins if p.state == MULTIPLE_HEADS)
 
     def require_known_revisions(self) -> None:
         """Refuse to run when a version table holds a revision no tree has."""

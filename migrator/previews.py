@@ -14,6 +14,7 @@ from migrator.commands import (
     plugins,
     read_plan,
     refuse_without_cascade,
+    require_single_heads,
     select,
 )
 from migrator.config import Settings
@@ -33,6 +34,7 @@ def upgrade_sql(settings: Settings, names: Sequence[str] = (), *, start: str | N
                          "plugin's tree)")
     found = plugins(settings)
     selected = select(found, names, with_dependencies=False)
+    require_single_heads(selected)
     current: dict[str, tuple[str, ...]] = {}
     if start is not None and start != "base":
         current[selected[0].schema] = (resolve_revision(selected[0], start),)
@@ -51,11 +53,12 @@ def downgrade_sql(settings: Settings, name: str, to: str, *, start: str | None =
 
     found = plugins(settings)
     plugin = plugin_named(found, name)
+    dependents = graph.dependents_of(found, name) if cascade else []
+    require_single_heads([*dependents, plugin])
     destination = downgrade_destination(plugin, to)
     begin = plugin.head if start is None else resolve_revision(plugin, start)
     item = PluginPlan.build(plugin, (begin,) if begin else ())
     check_downgrade_reachable(item, destination)
-    dependents = graph.dependents_of(found, name) if cascade else []
     return [*(render_downgrade(p, start=(p.head,) if p.head else (), destination="base",
                                lock_timeout=settings.lock_timeout)
               for p in reversed(dependents)),
@@ -74,6 +77,7 @@ def upgrade_dry_run(settings: Settings, names: Sequence[str] = (), *,
             "--to needs exactly one --plugin (a revision belongs to one plugin's tree)")
     found = plugins(settings)
     selected = select(found, names, with_dependencies=True)
+    require_single_heads(selected)
     targets = ({names[0]: resolve_revision(plugin_named(found, names[0]), to)}
                if to is not None else {})
     with review.read_only(settings) as conn:
@@ -89,6 +93,7 @@ def downgrade_dry_run(settings: Settings, name: str, to: str, *, cascade: bool =
 
     found = plugins(settings)
     plugin = plugin_named(found, name)
+    require_single_heads([*graph.dependents_of(found, name), plugin] if cascade else [plugin])
     destination = downgrade_destination(plugin, to)
     with review.read_only(settings) as conn:
         plan = read_plan(conn, found)

@@ -21,10 +21,12 @@ from migrator import connections, db, locking, records, retries, scripts, steps
 from migrator.config import DatabaseUrl, Settings
 from migrator.environment import RevisionEnvironment
 from migrator.errors import Interrupted, MigrationFailed, MigratorError, UnknownRevision
+from migrator.failures import LockConflict
 from migrator.logs import first_line, get_logger
+from migrator.outcomes import Outcome
 from migrator.plan import UNKNOWN_REVISION, PluginPlan
 from migrator.stopping import StopRequest
-from migrator.summary import Outcome, PluginOutcome
+from migrator.summary import PluginOutcome
 
 if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
@@ -169,7 +171,7 @@ class Runner:
         for attempt in range(self.settings.retries + 1):
             try:
                 return run.run(step, last=last)
-            except steps.LockConflict as conflict:
+            except LockConflict as conflict:
                 blockers = self._blockers(run.plugin)
                 if attempt >= self.settings.retries or self.stop.is_set():
                     raise self._gave_up(run.plugin, conflict, blockers, attempt + 1) from None
@@ -190,7 +192,7 @@ class Runner:
         while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
             self.sleep(min(left, 0.1))
 
-    def _gave_up(self, plugin: Plugin, conflict: steps.LockConflict,
+    def _gave_up(self, plugin: Plugin, conflict: LockConflict,
                  blockers: list[locking.Blocker], attempts: int) -> MigrationFailed:
         rev_file = plugin.revision(conflict.revision)
         where = f"{plugin.name!r} revision {conflict.revision}" + (

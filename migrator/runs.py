@@ -19,14 +19,16 @@ from migrator.commands import (
     plugins,
     read_plan,
     refuse_without_cascade,
+    require_single_heads,
     select,
 )
 from migrator.config import Settings
 from migrator.errors import Interrupted, MigratorError, UsageError
 from migrator.logs import get_logger, redact
+from migrator.outcomes import Outcome
 from migrator.plan import Plan, resolve_revision
 from migrator.stopping import StopRequest
-from migrator.summary import Outcome, PluginOutcome, RunSummary, finish
+from migrator.summary import PluginOutcome, RunSummary, finish
 
 if TYPE_CHECKING:
     import psycopg
@@ -86,12 +88,12 @@ def upgrade(settings: Settings, names: Sequence[str] = (), *, to: str | None = N
     with reported("upgrade") as summary:
         found = plugins(settings)
         selected = select(found, names, with_dependencies=True)
+        require_single_heads(selected)
         targets = ({names[0]: resolve_revision(plugin_named(found, names[0]), to)}
                    if to is not None else {})  # `--to ''` names no revision: refused
         with connection(settings) as conn:
             plan = read_plan(conn, selected, targets)
             plan.require_known_revisions()
-            _require_single_heads(plan)
             summary.plugins = [
                 PluginOutcome(p.name, p.current_label, p.current_label,
                               outcome=Outcome.SKIPPED if p.pending else Outcome.UP_TO_DATE)
@@ -104,13 +106,6 @@ def upgrade(settings: Settings, names: Sequence[str] = (), *, to: str | None = N
             if settings.isolate_roles:
                 _isolate(settings, conn, found, plan, summary)
     return summary
-
-
-def _require_single_heads(plan: Plan) -> None:
-    for item in plan.plugins:
-        require = getattr(item.plugin, "require_single_head", None)
-        if require is not None:
-            require()
 
 
 def _apply(settings: Settings, conn: psycopg.Connection[Any], found: list[Plugin], plan: Plan,
@@ -159,6 +154,8 @@ def downgrade(settings: Settings, name: str, to: str, *, cascade: bool = False) 
     with reported("downgrade") as summary:
         found = plugins(settings)
         plugin = plugin_named(found, name)
+        require_single_heads([*graph.dependents_of(found, name), plugin] if cascade
+                             else [plugin])
         destination = downgrade_destination(plugin, to)
         with connection(settings) as conn:
             plan = read_plan(conn, found)
@@ -182,6 +179,7 @@ def stamp(settings: Settings, name: str, revision: str) -> RunSummary:
     with reported("stamp") as summary:
         found = plugins(settings)
         plugin = plugin_named(found, name)
+        require_single_heads([plugin])
         target = "base" if revision == "base" else resolve_revision(plugin, revision)
         with connection(settings) as conn, runner_for(settings, found, [plugin], summary,
                                                       conn) as runner:
@@ -192,8 +190,6 @@ def stamp(settings: Settings, name: str, revision: str) -> RunSummary:
 def repair(settings: Settings, name: str) -> list[dict[str, Any]]:
     """Accept intentional edits of applied revisions: a `repair` history row with the file's
     current checksum for each applied revision whose recorded checksum differs."""
-    from migrator.scripts import revision_checksum
-
     found = plugins(settings)
     plugin = plugin_named(found, name)
     repaired: list[dict[str, Any]] = []
@@ -203,11 +199,10 @@ def repair(settings: Settings, name: str) -> list[dict[str, Any]]:
         now = datetime.now(UTC)
         with conn.transaction():
             for revision, (old, _when) in sorted(recorded.items()):
-                if plugin.revision(revision) is None:
+                rev_file = plugin.revision(revision)
+                if rev_file is None or rev_file.checksum_matches(old):
                     continue
-                new = revision_checksum(plugin, revision)
-                if new is None or new == old:
-                    continue
+                new = rev_file.checksum
                 records.record(conn, records.Attempt(
                     plugin=plugin.name, schema=plugin.schema, revision=revision,
                     direction=records.Direction.REPAIR, checksum=new, started_at=now,

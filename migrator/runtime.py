@@ -49,9 +49,11 @@ __all__ = [
 
 
 def search_path_statement(schema: str) -> sql.Composed:
-    """`SET search_path TO "<schema>", public`, the identifier quoted by psycopg."""
+    """`SET search_path TO "<schema>", "public"`, as migrator sets it while revisions run."""
+    from migrator.db import search_path
+
     validate_schema_name(schema, where="search_path", plugin=schema)
-    return sql.SQL("SET search_path TO {}, public").format(sql.Identifier(schema))
+    return search_path(schema)
 
 
 def sqlalchemy_url(url: DatabaseUrl | str) -> URL:

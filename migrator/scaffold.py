@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from migrator import discovery
 from migrator.config import DatabaseUrl
 from migrator.discovery import NAME_PATTERN, Plugin
-from migrator.errors import ConfigError, TreeError, UnknownPlugin, UsageError
+from migrator.errors import ConfigError, UnknownPlugin, UsageError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -147,21 +147,14 @@ class _Tree:
         return self.path / "versions"
 
 
-def _find_tree(migrations_dir: Path, name: str) -> tuple[_Tree, Plugin | None]:
-    """The plugin's tree; the validated `Plugin` too unless the tree has several heads."""
-    try:
-        found = discovery.discover(migrations_dir)
-    except TreeError as exc:
-        if exc.heads and exc.plugin == name and exc.path:
-            path = Path(exc.path)
-            config = discovery.read_plugin_toml(path / "plugin.toml", name)
-            return _Tree(name, path, config.get("schema", name), config.get("models"),
-                         tuple(exc.heads)), None
-        raise
+def _find_tree(migrations_dir: Path, name: str) -> tuple[_Tree, Plugin]:
+    """The plugin's tree (discovery accepts a tree with several heads: merging them is what
+    `merge` is for)."""
+    found = discovery.discover(migrations_dir)
     for plugin in found:
         if plugin.name == name:
             return _Tree(plugin.name, plugin.path, plugin.schema, plugin.models,
-                         (plugin.head,) if plugin.head else ()), plugin
+                         plugin.heads), plugin
     raise UnknownPlugin(
         f"unknown plugin {name!r}; known: {', '.join(p.name for p in found) or 'none'} "
         f"(create it with: migrator new-plugin {name})", plugin=name)
@@ -178,10 +171,7 @@ def new_revision(migrations_dir: Path, name: str, message: str, *, rev_id: str |
         raise UsageError(f"--rev-id {rev_id!r} must be 1-32 letters, digits, '_' or '-'")
     tree, plugin = _find_tree(migrations_dir, name)
     if autogenerate:
-        if plugin is None:
-            raise UsageError(
-                f"plugin {name!r} has {len(tree.heads)} heads ({', '.join(tree.heads)}); "
-                f"merge them first: migrator revision --plugin {name} -m merge")
+        plugin.require_single_head()  # autogenerate compares the models with one head
         if url is None:
             raise ConfigError("--autogenerate compares with a database; pass --database-url, "
                               "set MIGRATOR_DATABASE_URL or use --embedded")

@@ -28,12 +28,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg import sql
 
-from migrator import db, records, retries
+from migrator import db, records, retries, stamps
 from migrator.connections import host_identity
 from migrator.environment import ENVIRONMENT_KEY, RevisionEnvironment
 from migrator.errors import ConnectionLost, Interrupted, MigrationFailed, MigratorError
+from migrator.failures import LockConflict, RevisionBroke, database_cause, describe
 from migrator.logs import first_line, get_logger, redact
 from migrator.scripts import alembic_config, load_script, revision_checksum
 
@@ -46,14 +46,6 @@ if TYPE_CHECKING:
     from migrator.discovery import Plugin
 
 IDLE = psycopg.pq.TransactionStatus.IDLE
-
-
-class LockConflict(Exception):
-    """A revision's statement hit `lock_timeout` (or a deadlock): rolled back, retryable."""
-
-    def __init__(self, revision: str, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.revision, self.error = revision, error
 
 
 @dataclass(slots=True)
@@ -219,9 +211,9 @@ class PluginSteps:
         transaction back, left it failed, or left an INVALID index: the caller rolls back,
         stamp included."""
         if raw.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-            raise _RevisionBroke("left its transaction failed (it caught a database error and "
+            raise RevisionBroke("left its transaction failed (it caught a database error and "
                                  "went on)")
-        stamp = self._stamp_statement(step)
+        stamp = stamps.statement(step, self.heads, db.version_table(self.plugin))
         attempt = records.Attempt(
             plugin=self.plugin.name, schema=self.plugin.schema, revision=revision,
             direction=self.direction, checksum=revision_checksum(self.plugin, revision),
@@ -244,20 +236,20 @@ class PluginSteps:
         if stamp is None:  # a merge or a branch point: Alembic's own bookkeeping
             self._stamp_by_alembic(raw, step, attempt, atomic, last)
         elif stamp_cursor is not None and stamp_cursor.rowcount != 1:
-            raise _RevisionBroke(f"left the version table {db.version_table(self.plugin)} "
+            raise RevisionBroke(f"left the version table {db.version_table(self.plugin)} "
                                  "not at the revision it started from (changed by another "
                                  "session?)")
         else:
-            self._move_heads(step)
+            stamps.move_heads(step, self.heads)
         self._commit(raw)
         return atomic
 
     def _judge(self, revision: str, fate: str, invalid: list[str]) -> bool:
         if fate == "aborted":
-            raise _RevisionBroke("rolled back migrator's transaction (ROLLBACK); whatever it "
+            raise RevisionBroke("rolled back migrator's transaction (ROLLBACK); whatever it "
                                  "did after that was rolled back too")
         if invalid:
-            raise _RevisionBroke(f"left INVALID index(es) {', '.join(invalid)} (a concurrent "
+            raise RevisionBroke(f"left INVALID index(es) {', '.join(invalid)} (a concurrent "
                                  "build that failed); the next run drops and rebuilds them")
         atomic = bool(fate == "in progress")
         if not atomic and (not self._watch.autocommit_blocks or self._watch.committed_first):
@@ -267,36 +259,6 @@ class PluginSteps:
                        "kept and stamped, but a failure inside it would have left it half "
                        "applied — use op.get_context().autocommit_block() instead")
         return atomic
-
-    def _stamp_statement(self, step: Any) -> tuple[sql.Composed, tuple[str, ...]] | None:
-        """The version table statement for a step that moves one head (Alembic's decision,
-        migrator's statement, so it can share a round trip); None for merges and branch
-        points, which Alembic's HeadMaintainer stamps."""
-        table = db.version_table(self.plugin)
-        heads = self.heads
-        if step.should_delete_branch(heads):
-            return (sql.SQL("DELETE FROM {} WHERE version_num = %s").format(table),
-                    (step.delete_version_num,))
-        if step.should_create_branch(heads):
-            return (sql.SQL("INSERT INTO {} (version_num) VALUES (%s)").format(table),
-                    (step.insert_version_num,))
-        if step.should_merge_branches(heads) or step.should_unmerge_branches(heads):
-            return None
-        from_, to_ = step.update_version_num(heads)
-        return (sql.SQL("UPDATE {} SET version_num = %s WHERE version_num = %s").format(table),
-                (to_, from_))
-
-    def _move_heads(self, step: Any) -> None:
-        """The heads after a one-head step, as Alembic's HeadMaintainer would leave them."""
-        heads = self.heads
-        if step.should_delete_branch(heads):
-            heads.discard(step.delete_version_num)
-        elif step.should_create_branch(heads):
-            heads.add(step.insert_version_num)
-        else:
-            from_, to_ = step.update_version_num(heads)
-            heads.discard(from_)
-            heads.add(to_)
 
     def _stamp_by_alembic(self, raw: psycopg.Connection[Any], step: Any,
                           attempt: records.Attempt, atomic: bool, last: bool) -> None:
@@ -330,7 +292,7 @@ class PluginSteps:
     def _failure(self, revision: str, started_at: datetime,
                  exc: BaseException) -> BaseException:
         raw = self.session.conn
-        cause = _database_cause(exc)
+        cause = database_cause(exc)
         if isinstance(cause, MigratorError) and not isinstance(cause, MigrationFailed):
             return cause  # already says what and where (a lost connection, a stop)
         if raw.closed or retries.connection_lost(cause):
@@ -419,35 +381,3 @@ _FATE = (
     "pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
     "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
     "WHERE NOT i.indisvalid AND n.nspname = %s ORDER BY 1)")
-
-
-class _RevisionBroke(Exception):
-    """What a revision did to migrator's transaction that fails it."""
-
-
-def describe(exc: BaseException) -> str:
-    """What a revision did, in a few words: its exit, its exception, or the database's
-    message."""
-    if isinstance(exc, SystemExit):
-        return f"called sys.exit({exc.code!r})"
-    if isinstance(exc, KeyboardInterrupt):
-        return "raised KeyboardInterrupt"
-    if isinstance(exc, _RevisionBroke | MigrationFailed):
-        return first_line(exc)
-    original = getattr(exc, "orig", None) or exc
-    if isinstance(original, psycopg.Error):
-        return first_line(original)
-    return f"{type(exc).__name__}: {first_line(exc)}"
-
-
-def _database_cause(exc: BaseException) -> BaseException:
-    """The psycopg error under a SQLAlchemy wrapper (or in the chain), else `exc` itself."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        original = getattr(seen, "orig", None)
-        if isinstance(original, psycopg.Error):
-            return original
-        if isinstance(seen, psycopg.Error):
-            return seen
-        seen = seen.__cause__
-    return exc

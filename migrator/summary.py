@@ -12,30 +12,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from migrator.logs import get_logger, redact
+from migrator.outcomes import Outcome, RunOutcome
 
 TERMINATION_LOG = Path("/dev/termination-log")
 TERMINATION_LOG_LIMIT = 4096  # bytes Kubernetes keeps of a termination message
-
-
-class Outcome(StrEnum):
-    """What a run did to one plugin."""
-
-    APPLIED = "applied"
-    UP_TO_DATE = "up_to_date"
-    FAILED = "failed"
-    INTERRUPTED = "interrupted"
-    SKIPPED = "skipped"  # not run: an earlier plugin failed, or a stop came first
-
-
-class RunOutcome(StrEnum):
-    SUCCESS = "success"
-    FAILED = "failed"
-    INTERRUPTED = "interrupted"
 
 
 @dataclass(slots=True)

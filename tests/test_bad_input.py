@@ -50,7 +50,8 @@ def refusal(result: subprocess.CompletedProcess[str], exit_code: int = 2) -> str
 BAD_TREES: dict[str, list[str]] = {
     "bad_plugin_name": ["Core-Plugin", "must match ^[a-z][a-z0-9_]{0,47}$",
                         "rename the directory"],
-    "bad_schema_public": ["core/plugin.toml", "schema 'public' is not allowed", "use a lowercase"],
+    "bad_schema_public": ["plugins 'core' and 'host' both use schema 'public'",
+                          "public is for one plugin only"],
     "bad_schema_migrator": ["core/plugin.toml", "schema 'migrator' is not allowed"],
     "bad_schema_information_schema": ["core/plugin.toml",
                                       "schema 'information_schema' is not allowed"],
@@ -64,7 +65,7 @@ BAD_TREES: dict[str, list[str]] = {
     "bad_toml_depends_not_list": ["core/plugin.toml", "depends_on must be a list"],
     "bad_toml_invalid": ["core/plugin.toml", "invalid TOML", "fix the file"],
     "bad_two_heads": ["plugin 'core' has 2 heads (b2, c3)",
-                      "migrator revision --plugin core -m merge"],
+                      'migrator merge --plugin core -m "merge heads"'],
     "bad_unknown_down_revision": ["core/versions/0002_create_teams.py", "down_revision 'zz9'",
                                   "point it at an existing revision"],
     "bad_duplicate_revision": ["0002_create_teams.py", "0001_create_core_items.py",
@@ -149,8 +150,9 @@ def test_no_database_configured_says_how_to_configure_one(
 
 @pytest.mark.parametrize(
     ("command", "expected"),
-    [("plugins", [{"name": "core", "schema": "core", "depends_on": [], "head": "c3"}]),
-     ("heads", [{"name": "core", "head": "c3"}])],
+    [("plugins", [{"name": "core", "schema": "core", "depends_on": [], "head": "c3",
+                   "heads": ["c3"], "extensions": [], "version_table": "alembic_version"}]),
+     ("heads", [{"name": "core", "head": "c3", "heads": ["c3"]}])],
 )
 def test_commands_that_need_no_database_work_without_one(
     command: str, expected: list[dict[str, object]], tree: Tree, run_cli: RunCli

@@ -74,7 +74,7 @@ def test_check_finds_each_kind_of_problem_and_says_what_to_do(
     models' schema (and only there) and an INVALID index are each one finding naming plugin and
     revision or object with what to do; exit 5, and the session only reads."""
     with (platform / "core" / "versions" / "0001_create_accounts.py").open("a") as edited:
-        edited.write("# an edit after the revision was applied\n")
+        edited.write("EDITED_AFTER_IT_WAS_APPLIED = True  # code: comments alone do not count\n")
     shutil.rmtree(platform / "gone")
     execute(
         database_url,
@@ -113,6 +113,7 @@ def test_check_finds_each_kind_of_problem_and_says_what_to_do(
     assert "0001_create_accounts.py" in changed["message"]
     assert "restore the file as it was applied" in changed["action"]
     assert "migrator revision --plugin core" in changed["action"]
+    assert "migrator repair --plugin core" in changed["action"]
     unknown = found["unknown_revision", "tags", "tags_9999", "tags.alembic_version"]
     assert "no file in" in unknown["message"]
     assert "migrator stamp --plugin tags" in unknown["action"]
@@ -195,7 +196,7 @@ def test_an_edited_revision_that_is_not_applied_yet_is_not_a_finding(
                        "--to", "core_0001")
     assert applied.returncode == 0, applied.stderr
     with (migrations / "core" / "versions" / "0002_index_accounts_email.py").open("a") as edit:
-        edit.write("# still being written\n")
+        edit.write("STILL_BEING_WRITTEN = True\n")
     document = _check_json(migrator(run_cli, database_url, migrations, "check", "--format",
                                     "json"))
     assert document["findings"] == []

@@ -7,7 +7,6 @@ directly to set a database up or where only the effect on the database matters.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -21,6 +20,7 @@ from helpers import error_lines, rows, settings_for, version_of
 
 from migrator import commands, runs
 from migrator.errors import FindingsReported
+from migrator.revisions import normalised_checksum
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_PLATFORM = REPO_ROOT / "plugin_migrations"
@@ -64,7 +64,7 @@ def history(url: str, plugin: str) -> list[tuple[str, str, str, str | None]]:
 def checksum_of(tree: Path, plugin: str, revision: str) -> str:
     [path] = [p for p in (tree / plugin / "versions").glob("*.py")
               if f'revision: str = "{revision}"' in p.read_text()]
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return normalised_checksum(path.read_bytes())
 
 
 def db_args(database_url: str, migrations_dir: Path) -> tuple[str, ...]:
@@ -226,11 +226,12 @@ def test_status_json_reports_states_and_check_exits_5_on_pending_or_unknown(
     assert result.returncode == 5, result.stderr
     assert json.loads(result.stdout) == {"plugins": [
         {"name": "core", "schema": "core", "current": CORE[-1], "head": CORE[-1],
-         "pending": [], "state": "up_to_date"},
+         "heads": [CORE[-1]], "pending": [], "state": "up_to_date"},
         {"name": "analysis_results", "schema": "analysis_results", "current": "feedfacecafe",
-         "head": RESULTS[-1], "pending": [], "state": "unknown_revision"},
+         "head": RESULTS[-1], "heads": [RESULTS[-1]], "pending": [],
+         "state": "unknown_revision"},
         {"name": "panels", "schema": "panels", "current": None, "head": PANELS[-1],
-         "pending": list(PANELS), "state": "pending"},
+         "heads": [PANELS[-1]], "pending": list(PANELS), "state": "pending"},
     ]}
     [line] = error_lines(result.stderr)
     assert "panels" in line and "analysis_results" in line
@@ -282,8 +283,8 @@ def test_status_reports_an_uninstalled_plugin_as_orphaned_and_check_ignores_it(
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout) == {"plugins": [
         {"name": "keep", "schema": "keep", "current": "0e0e00000001", "head": "0e0e00000001",
-         "pending": [], "state": "up_to_date"},
-        {"name": "gone", "schema": "gone", "current": "0e0e00000002", "head": None,
+         "heads": ["0e0e00000001"], "pending": [], "state": "up_to_date"},
+        {"name": "gone", "schema": "gone", "current": "0e0e00000002", "head": None, "heads": [],
          "pending": [], "state": "orphaned"},
     ]}
     assert checked.returncode == 0, checked.stderr
@@ -317,7 +318,8 @@ def test_plugins_json_lists_each_plugin_with_schema_source_dependencies_and_head
     document = json.loads(result.stdout)
     assert list(document) == ["plugins"]
     entries = document["plugins"]
-    assert all(list(e) == ["name", "schema", "source", "depends_on", "head"] for e in entries)
+    assert all(list(e) == ["name", "schema", "source", "depends_on", "head", "heads",
+                           "extensions", "version_table"] for e in entries)
     assert {e["name"]: (e["schema"], e["depends_on"], e["head"]) for e in entries} == {
         "core": ("core", [], CORE[-1]), "panels": ("panels", ["core"], PANELS[-1]),
         "analysis_results": ("analysis_results", ["core"], RESULTS[-1])}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -150,20 +151,35 @@ def test_names_outside_the_rule_are_refused(tree: Tree, name: str) -> None:
 
 @pytest.mark.parametrize(
     ("scenario", "schema"),
-    [("bad_schema_public", "public"), ("bad_schema_migrator", "migrator"),
+    [("bad_schema_migrator", "migrator"),
      ("bad_schema_information_schema", "information_schema"),
      ("bad_schema_pg_prefix", "pg_panels"), ("bad_schema_invalid", "Panel Data")],
 )
 def test_reserved_or_invalid_schema_is_refused(tree: Tree, scenario: str, schema: str) -> None:
-    """public, migrator, information_schema, pg_* and non-identifiers are refused as schemas,
+    """migrator, information_schema, pg_* and non-identifiers are refused as schemas,
     naming the plugin.toml and the allowed form."""
     migrations = tree(scenario)
     error = tree_error(migrations)
     assert str(error) == (
         f"{migrations / 'core' / 'plugin.toml'}: schema {schema!r} is not allowed; use a "
-        "lowercase identifier matching ^[a-z][a-z0-9_]{0,47}$ other than public, migrator, "
-        "information_schema or pg_*")
+        "lowercase identifier matching ^[a-z][a-z0-9_]{0,47}$ other than migrator, "
+        "information_schema or pg_* (public: for one plugin only)")
     assert error.plugin == "core"
+
+
+def test_public_is_allowed_for_one_plugin_only(tree: Tree) -> None:
+    """One plugin may live in `public` (an adopted Alembic app); two claiming it are refused
+    naming both."""
+    migrations = tree("bad_schema_public")
+    error = tree_error(migrations)
+    assert str(error) == (
+        "plugins 'core' and 'host' both use schema 'public' (public is for one plugin only: "
+        "the host application or an adopted Alembic app); set a different `schema` in one "
+        "plugin.toml")
+    shutil.rmtree(migrations / "host")
+    [core] = only_dir(migrations)
+    assert core.schema == "public"
+    assert core.version_table == "alembic_version"
 
 
 def test_plugin_named_like_a_reserved_schema_is_refused(tree: Tree) -> None:
@@ -193,7 +209,8 @@ def test_two_plugins_may_not_share_a_schema(tree: Tree) -> None:
 @pytest.mark.parametrize(
     ("scenario", "problem"),
     [("bad_toml_unknown_key",
-      "unknown key 'schemas'; allowed keys are schema, depends_on, models, description"),
+      "unknown key 'schemas'; allowed keys are schema, depends_on, models, extensions, "
+      "version_table, description"),
      ("bad_toml_wrong_type", "schema must be a string, got int"),
      ("bad_toml_depends_not_list", 'depends_on must be a list of plugin names, like ["core"]')],
 )
@@ -220,11 +237,18 @@ def test_invalid_toml_names_the_file(tree: Tree) -> None:
 
 
 def test_two_heads_lists_them_and_suggests_a_merge(tree: Tree) -> None:
-    """A tree with two heads is refused with both heads listed and the merge command to run."""
-    error = tree_error(tree("bad_two_heads"))
+    """A tree with two heads is discovered with both heads; migrating it is refused with both
+    heads listed and the merge command to run."""
+    [core] = only_dir(tree("bad_two_heads"))
+    assert core.heads == ("b2", "c3")
+    assert core.head is None
+    with pytest.raises(TreeError) as caught:
+        core.require_single_head()
+    error = caught.value
     assert str(error) == ("plugin 'core' has 2 heads (b2, c3); create a merge revision: "
-                          "migrator revision --plugin core -m merge")
+                          'migrator merge --plugin core -m "merge heads"')
     assert error.plugin == "core"
+    assert error.heads == ("b2", "c3")
 
 
 def test_merge_revision_gives_one_head(tree: Tree) -> None:
@@ -432,7 +456,7 @@ def test_entry_point_to_missing_module_is_refused(
 
 # -- hostile names --------------------------------------------------------------------------
 
-RESERVED = {"public", "migrator", "information_schema"}
+RESERVED = {"migrator", "information_schema"}  # public: allowed for one plugin
 
 
 def _acceptable(name: str) -> bool:
@@ -445,7 +469,8 @@ HOSTILE = st.one_of(
     st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True).map(lambda s: s + "\n"),
     st.from_regex(r"[a-z][a-z0-9_]{48,60}", fullmatch=True),
     st.from_regex(r"pg_[a-z0-9_]{0,20}", fullmatch=True),
-    st.sampled_from([*sorted(RESERVED), 'x"; DROP SCHEMA public CASCADE; --', "Core", "caf\u00e9"]),
+    st.sampled_from([*sorted(RESERVED), "public", 'x"; DROP SCHEMA public CASCADE; --', "Core",
+                     "caf\u00e9"]),
 )
 
 

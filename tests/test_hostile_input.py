@@ -41,7 +41,7 @@ from typer.testing import CliRunner, Result
 from migrator.cli import app
 from migrator.discovery import NAME_PATTERN, PLUGIN_TOML_KEYS, REVISION_ID_PATTERN, printable
 
-RESERVED = ("public", "migrator", "information_schema")
+RESERVED = ("migrator", "information_schema")  # public: allowed for one plugin
 BASE = 'revision = "a1"\ndown_revision = None\n\n\ndef upgrade() -> None:\n    pass\n'
 INJECTIONS = [
     "x'; DROP SCHEMA public CASCADE; --", 'x"; DROP TABLE migrator.history; --',
@@ -199,8 +199,17 @@ def toml_acceptable(document: bytes) -> bool:
         return False
     if not isinstance(data.get("description", ""), str):
         return False
+    version_table = data.get("version_table", "alembic_version")
+    if not isinstance(version_table, str) or not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}",
+                                                               version_table):
+        return False
+    extensions = data.get("extensions", [])
+    if not isinstance(extensions, list) or len(set(map(str, extensions))) != len(extensions) \
+            or not all(isinstance(e, str) and re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", e)
+                       for e in extensions):
+        return False
     depends = data.get("depends_on", [])
-    return isinstance(depends, list) and all(d == "core" for d in depends)
+    return isinstance(depends, list) and all(d == "core" for d in depends) and len(depends) < 2
 
 
 @HYPOTHESIS

@@ -97,8 +97,10 @@ def test_integrated_schema_comes_from_the_tree(platform: dict[str, Any], tmp_pat
     assert PluginDatabase.integrated("panels", platform["url"]).schema == "panels"
     with pytest.raises(UsageError, match="plugin 'nope' is not in"):
         PluginDatabase.integrated("nope", platform["url"], migrations_dir=tree)
-    with pytest.raises(UsageError, match="schema 'public' is not allowed"):
-        search_path_statement("public")
+    with pytest.raises(UsageError, match="schema 'migrator' is not allowed"):
+        search_path_statement("migrator")
+    # One plugin may live in public (an adopted Alembic app): then public alone.
+    assert search_path_statement("public").as_string() == 'SET search_path TO "public"'
 
 
 def test_every_pooled_async_connection_resolves_to_the_plugin_schema(

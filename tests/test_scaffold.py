@@ -95,7 +95,7 @@ def test_new_plugin_makes_a_tree_with_a_commented_plugin_toml(
 @pytest.mark.parametrize(("args", "message"), [
     (["new-plugin", "Reports"], "plugin name 'Reports' must match"),
     (["new-plugin", "panels"], "plugin_migrations/panels already exists"),
-    (["new-plugin", "reports", "--schema", "public"], "schema 'public' is not allowed"),
+    (["new-plugin", "reports", "--schema", "migrator"], "schema 'migrator' is not allowed"),
     (["new-plugin", "reports", "--depends-on", "Core"], "'Core' is not a valid plugin name"),
 ])
 def test_new_plugin_refuses_bad_names(run_cli: RunCli, platform: Path, args: list[str],
@@ -166,17 +166,22 @@ def test_revision_follows_the_tree_naming_and_template(run_cli: RunCli, tmp_path
 
 
 def test_revision_merges_two_heads(run_cli: RunCli, platform: Path, tmp_path: Path) -> None:
-    """With two heads, every other command says to create a merge revision; `revision` then
-    writes one whose down_revision is both heads, and the tree has one head again."""
+    """With two heads, read-only commands show both and migrating ones say to merge;
+    `revision` then writes one whose down_revision is both heads, and the tree has one head
+    again."""
     versions = platform / "panels" / "versions"
     head_file = PANELS.revision(PANELS_HEAD).path  # type: ignore[arg-type, union-attr]
     branch = head_file.read_text().replace(f'revision: str = "{PANELS_HEAD}"',
                                            'revision: str = "b1a2c3d4e5f6"')
     assert "b1a2c3d4e5f6" in branch
     (versions / f"{head_file.stem}_branch.py").write_text(branch)
-    refused = run_cli("heads")
+    shown = run_cli("heads", "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    assert {p["name"]: p["heads"] for p in json.loads(shown.stdout)["plugins"]}[
+        "panels"] == sorted(["b1a2c3d4e5f6", PANELS_HEAD])
+    refused = run_cli("upgrade", "--sql")
     assert refused.returncode == 2
-    assert "migrator revision --plugin panels -m merge" in refused.stderr
+    assert 'migrator merge --plugin panels -m "merge heads"' in refused.stderr
 
     merged = run_cli("revision", "--plugin", "panels", "-m", "merge")
     assert merged.returncode == 0, merged.stderr

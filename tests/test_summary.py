@@ -10,7 +10,8 @@ from typing import Any
 from helpers import error_lines
 from treebuilder import Rev, write_plugin
 
-from migrator.summary import TERMINATION_LOG_LIMIT, Outcome, PluginOutcome, RunSummary
+from migrator.outcomes import Outcome
+from migrator.summary import TERMINATION_LOG_LIMIT, PluginOutcome, RunSummary
 
 
 def summary_of(count: int, failing: set[int], name_length: int = 40) -> RunSummary:

@@ -6,7 +6,6 @@ the tests run the CLI in a subprocess; elsewhere they call `migrator.commands` d
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from helpers import error_lines, rows, settings_for, version_of
 import migrator
 from migrator import runs
 from migrator.errors import UsageError
+from migrator.revisions import normalised_checksum
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_PLATFORM = REPO_ROOT / "plugin_migrations"
@@ -110,7 +110,8 @@ def alembic_heads(url: str, schema: str) -> tuple[str, ...]:
 
 
 def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """The checksum migrator records: sha256 of the file's code (`normalised_checksum`)."""
+    return normalised_checksum(path.read_bytes())
 
 
 def events_named(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
