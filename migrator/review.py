@@ -22,6 +22,7 @@ from migrator.config import Settings
 from migrator.plan import Plan, PluginPlan
 from migrator.sql_output import (
     BACKFILL,
+    UNRENDERABLE,
     UP,
     RenderedPlugin,
     RenderedRevision,
@@ -176,8 +177,10 @@ def _notes(conn: psycopg.Connection[Any], rendered: Sequence[RenderedPlugin]
             for index, statement in enumerate(revision.statements):
                 if not statement.own:
                     continue
-                analysis = sql_scan.analyze(statement.sql) if statement.kind != BACKFILL \
-                    else sql_scan.Analysis(verb="BACKFILL", known=True)
+                if statement.kind in (BACKFILL, UNRENDERABLE):
+                    analysis = sql_scan.Analysis(verb=statement.kind.upper(), known=True)
+                else:
+                    analysis = sql_scan.analyze(statement.sql)
                 analyses[(plugin.plugin.name, revision.revision, index)] = (
                     plugin, statement, analysis)
                 names = [lock.relation for lock in analysis.locks]
@@ -302,8 +305,8 @@ def format_text(review: Review) -> str:
 
     def annotate(plugin: RenderedPlugin, revision: RenderedRevision, index: int,
                  statement: Statement) -> list[str]:
-        if not statement.own:
-            return []
+        if not statement.own or statement.kind == UNRENDERABLE:
+            return []  # its own comment says why it cannot be shown
         note = review.note(plugin, revision, index)
         if note is None:
             return []
@@ -353,7 +356,9 @@ def format_markdown(review: Review) -> str:
         for revision in plugin.revisions:
             lines += ["", f"**{_code(revision.revision)}** {_escape(revision.message)} — "
                           f"`{revision.file}`, "
-                          + ("one transaction" if revision.transaction == "transactional"
+                          + (f"**cannot be shown offline**: {_escape(revision.unrenderable)}"
+                             if revision.unrenderable is not None
+                             else "one transaction" if revision.transaction == "transactional"
                              else "autocommit block (outside a transaction)"), "",
                       "| # | statement | locks | rows (est.) |", "|---:|---|---|---|"]
             number = 0
@@ -387,6 +392,8 @@ def _backfill_rows(note: Note) -> str:
 
 
 def _summary(statement: Statement) -> str:
+    if statement.kind == UNRENDERABLE:
+        return "(stops the script: apply this revision with migrator)"
     if statement.backfill is not None:
         spec = statement.backfill
         return f"backfill `{spec['name']}` on `{spec['table']}`"
@@ -399,6 +406,8 @@ def _summary(statement: Statement) -> str:
 def _locks_cell(note: Note | None) -> str:
     if note is not None and note.verb == "BACKFILL":
         return "ROW EXCLUSIVE per batch (one short transaction each)"
+    if note is not None and note.verb == "UNRENDERABLE":
+        return "not known: cannot be shown offline"
     if note is None or not note.locks:
         if note is not None and not note.known:
             return f"not known ({_escape(note.verb)})"

@@ -48,11 +48,12 @@ def sql_of(run_cli: Any, migrations_dir: Path, *args: str, **kwargs: Any) -> str
     return str(result.stdout)
 
 
-def apply_script(url: str, script: str) -> None:
-    """Run a rendered script with psql itself, stopping at the first error."""
+def apply_script(url: str, script: str, *, fails: bool = False) -> str:
+    """Run a rendered script with psql itself, stopping at the first error; its stderr."""
     result = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", "-"],
                             input=script, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
+    assert (result.returncode != 0) == fails, result.stderr
+    return result.stderr
 
 
 def versions(url: str, schema: str) -> list[str]:
@@ -83,13 +84,17 @@ def test_upgrade_sql_needs_no_database(run_cli: Any, platform: Path) -> None:
     assert ("INSERT INTO core.alembic_version (version_num) VALUES ('599d78f5272d')" in text)
     assert ("UPDATE panels.alembic_version SET version_num='f6f7c7c2d5c1' WHERE "
             "panels.alembic_version.version_num = '7c3aa4ddbdb2';") in text
-    # One history row per revision, plus the one in migrator.record_attempt's definition.
-    assert text.count("INSERT INTO migrator.history") == TOTAL + 1
+    # One history row per revision, plus the one in migrator.record_attempt's definition,
+    # but none for panels' Python backfill, which cannot be shown offline.
+    assert text.count("INSERT INTO migrator.history") == TOTAL
+    assert f"-- Stops at revision {PANELS[-1]}: it cannot be shown offline" in text
     assert "transaction: one transaction, with its version stamp and history row" in text
     # panels' indexes are built concurrently, outside the revision's transaction.
     indexes = text[text.index("-- Revision 7c3aa4ddbdb2"):text.index("-- Revision f6f7c7c2d5c1")]
     assert "transaction: autocommit block (5 statements outside a transaction" in indexes
-    assert indexes.index("COMMIT;\nCREATE INDEX CONCURRENTLY IF NOT EXISTS ix_panels_experiment_id"
+    # No empty BEGIN/COMMIT pair before them: they run outside any transaction block.
+    assert "BEGIN;\nCOMMIT;" not in text
+    assert indexes.index("---\nCREATE INDEX CONCURRENTLY IF NOT EXISTS ix_panels_experiment_id"
                          ) < indexes.index("BEGIN;\nUPDATE panels.alembic_version")
 
 
@@ -147,14 +152,20 @@ def test_from_renders_only_the_revisions_after_it(run_cli: Any, platform: Path) 
 
 
 def test_rendered_script_does_what_upgrade_does(database_url: str, platform: Path) -> None:
-    """The --sql script, run in one session like `psql -f`, leaves the database where
-    `migrator upgrade` would: every plugin at head, a history row per revision, and
-    `status --check` satisfied."""
+    """The --sql script, run in one session like `psql -f`, does what `migrator upgrade`
+    would up to panels' Python backfill, which it cannot show: psql stops there with an error
+    naming it, nothing of it stamped; `migrator upgrade` then finishes, and every plugin is at
+    head with a history row per revision and `status --check` satisfied."""
     rendered = commands.upgrade_sql(offline(platform))
-    apply_script(database_url, format_script(rendered, ScriptHeader("test")))
+    stderr = apply_script(database_url, format_script(rendered, ScriptHeader("test")),
+                          fails=True)
+    assert (f"ERROR:  migrator: revision {PANELS[-1]} of plugin panels cannot be applied from "
+            "this script (its backfill 'panels_canonical_drug_names' uses transform=") in stderr
+    assert versions(database_url, "panels") == [PANELS[-2]]
 
     settings = Settings(database_url=DatabaseUrl.parse(database_url, source="test"),
                         migrations_dir=platform, connect_timeout=10)
+    runs.upgrade(settings)
     assert not commands.status(settings).needs_attention
     assert versions(database_url, "panels") == [PANELS[-1]]
     with psycopg.connect(database_url) as conn:
@@ -191,11 +202,12 @@ def test_revisions_are_data_with_kinds_and_transaction_modes(platform: Path) -> 
     assert panels.start == () and panels.end == (PANELS[-1],)
 
 
-def test_backfill_renders_as_a_commented_batch_outside_the_transaction(
+def test_backfill_renders_as_a_batch_loop_outside_the_transaction(
     tree: Any, run_cli: Any
 ) -> None:
-    """A backfill revision renders its batch statement between COMMIT and BEGIN (migrator
-    runs it outside the transaction), marked as a backfill with its specification."""
+    """A backfill revision renders as a DO block looping over batches, outside any
+    transaction block (no empty BEGIN/COMMIT before it), before the stamp's transaction,
+    marked as a backfill with its specification."""
     trees = tree("sql_backfill")
     [catalog] = commands.upgrade_sql(offline(trees))
     backfill = catalog.revisions[1]
@@ -206,8 +218,13 @@ def test_backfill_renders_as_a_commented_batch_outside_the_transaction(
     assert (statement.backfill["table"], statement.backfill["set"],
             statement.backfill["batch_size"]) == ("items", "name_upper = upper(name)", 500)
     text = sql_of(run_cli, trees, "upgrade", "--sql")
-    assert ("COMMIT;\n-- migrator backfill 'items' on items: migrator runs this in batches of "
-            "500 rows") in text
+    loop = text[text.index("-- migrator backfill 'items'"):]
+    assert loop.startswith("-- migrator backfill 'items' on \"items\": every row up to the "
+                           "largest key present when it starts, in key order (\"id\"), batches "
+                           "of 500, one transaction (COMMIT) per batch")
+    assert "\nDO $migrator$\n" in loop and "LIMIT 500" in loop and "        COMMIT;\n" in loop
+    assert loop.index("$migrator$;\nBEGIN;\nUPDATE catalog.alembic_version") > 0
+    assert "BEGIN;\nCOMMIT;" not in text
 
 
 def test_downgrade_sql_reverts_from_the_head_offline(
