@@ -26,8 +26,9 @@ def findings_by_file(report: lint.Report) -> dict[str, list[tuple[int | None, st
 def test_lint_flags_the_classic_hazards(tree: Any) -> None:
     """A NOT NULL column without default, CREATE INDEX without CONCURRENTLY, a validated
     foreign key, a column type change, DDL in another plugin's schema, a reference to a plugin
-    not depended on, DROP SCHEMA, and a reasonless opt-out are each found, with their plugin,
-    revision file and statement; the table created and indexed in one revision is not."""
+    not depended on, DROP SCHEMA, and a reasonless opt-out are each found once, with their
+    plugin, revision file, statement and object (rules reporting one problem twice merged);
+    the table created and indexed in one revision is not."""
     trees = tree("lint_hazards")
     report = commands.lint(Settings(migrations_dir=trees))
 
@@ -35,11 +36,10 @@ def test_lint_flags_the_classic_hazards(tree: Any) -> None:
     assert findings_by_file(report) == {
         "0002_add_required_region.py": [(1, "adding-required-field")],
         "0003_index_region.py": [(1, "require-concurrent-index-creation")],
-        "0004_reference_accounts.py": [(1, "constraint-missing-not-valid"),
-                                       (1, "adding-foreign-key-constraint")],
+        "0004_reference_accounts.py": [(1, "adding-foreign-key-constraint")],
         "0005_amount_to_decimal.py": [(1, "changing-column-type")],
         "0006_change_core.py": [(1, "migrator-cross-schema"), (2, "migrator-cross-schema")],
-        "0007_drop_legacy_schema.py": [(1, "ban-drop-schema"), (1, "migrator-drop-schema")],
+        "0007_drop_legacy_schema.py": [(1, "migrator-drop-schema")],
         "0008_unreasoned_opt_out.py": [(None, "migrator-opt-out-needs-reason"),
                                        (1, "require-concurrent-index-creation")],
     }
@@ -48,6 +48,14 @@ def test_lint_flags_the_classic_hazards(tree: Any) -> None:
     assert (required.plugin, required.revision, required.source) == ("shop", "5a0700000002",
                                                                      "squawk")
     assert required.sql == "ALTER TABLE orders ADD COLUMN region TEXT NOT NULL;"
+    assert required.object == "column orders.region"
+    foreign_key = by_rule[("0004_reference_accounts.py", "adding-foreign-key-constraint")]
+    assert foreign_key.object == "constraint fk_orders_account_id on orders"
+    assert foreign_key.also == ("constraint-missing-not-valid",)
+    drop = by_rule[("0007_drop_legacy_schema.py", "migrator-drop-schema")]
+    assert (drop.object, drop.also) == ("schema legacy", ("ban-drop-schema",))
+    assert by_rule[("0003_index_region.py", "require-concurrent-index-creation")].object == (
+        "index ix_orders_region on orders")
     cross = [f for f in report.findings if f.rule == "migrator-cross-schema"]
     assert cross[0].message == ("ALTER TABLE names core.accounts, outside the plugin's schema "
                                 "'shop'")
@@ -55,7 +63,7 @@ def test_lint_flags_the_classic_hazards(tree: Any) -> None:
     # core is a dependency of shop: referencing it is no isolation finding.
     assert not any(f.rule.startswith("migrator-") for f in report.findings
                    if Path(f.file).name == "0004_reference_accounts.py")
-    with pytest.raises(FindingsReported, match=r"lint: 11 finding\(s\) in 7 revision\(s\)"):
+    with pytest.raises(FindingsReported, match=r"lint: 9 finding\(s\) in 7 revision\(s\)"):
         commands.lint_findings(report)
 
 
@@ -75,14 +83,19 @@ def test_lint_passes_safe_revisions_and_honours_reasoned_opt_outs(tree: Any) -> 
 
 
 def test_the_example_platform_lints_clean(run_cli: Any) -> None:
-    """plugin_migrations/ has no finding; its one opt-out gives its reason."""
+    """plugin_migrations/ has no finding; its one opt-out gives its reason; its Python
+    backfill, which cannot be rendered offline, is skipped and said so."""
     result = run_cli("--migrations-dir", EXAMPLE_PLATFORM, "lint", "--format", "json")
 
     assert result.returncode == 0, result.stdout + result.stderr
     document = json.loads(result.stdout)
     assert document["findings"] == []
     assert document["revisions_checked"] == sum(
-        len(p.revisions) for p in discovery.discover(EXAMPLE_PLATFORM, entry_points=False))
+        len(p.revisions) for p in discovery.discover(EXAMPLE_PLATFORM, entry_points=False)) - 1
+    [skipped] = document["skipped"]
+    assert (skipped["plugin"], skipped["why"]) == (
+        "panels", "its backfill 'panels_canonical_drug_names' uses transform=canonical_names, a "
+        "Python function with no SQL form")
     assert [(s["plugin"], s["rule"]) for s in document["silenced"]] == [
         ("analysis_results", "constraint-missing-not-valid")]
     assert "require-statement-timeout" in document["excluded_rules"]
@@ -97,19 +110,21 @@ def test_lint_cli_exits_5_and_names_where(tree: Any, run_cli: Any) -> None:
     assert result.returncode == 5, result.stderr
     lines = result.stdout.splitlines()
     region = str(trees / "shop" / "versions" / "0002_add_required_region.py")
-    assert any(line.startswith(f"{region} statement 1: adding-required-field: ")
+    assert any(line.startswith(f"{region} statement 1: adding-required-field "
+                               "(column orders.region): ")
                and line.endswith("[shop 5a0700000002]") for line in lines)
     assert "    ALTER TABLE orders ADD COLUMN region TEXT NOT NULL;" in lines
-    assert lines[-1] == ("lint: 11 finding(s), 0 silenced by a reasoned opt-out; 8 revision(s) "
-                         "of 1 plugin(s) checked")
-    assert "migrator: error: lint: 11 finding(s)" in result.stderr
+    assert lines[-1] == ("lint: 9 finding(s), 0 silenced by a reasoned opt-out, 0 accepted by "
+                         "the baseline; 8 revision(s) of 1 plugin(s) checked, 0 skipped")
+    assert "migrator: error: lint: 9 finding(s)" in result.stderr
 
     as_json = run_cli("--migrations-dir", trees, "lint", "--plugin", "shop", "--format", "json")
     assert as_json.returncode == 5
     document = json.loads(as_json.stdout)
-    assert len(document["findings"]) == 11
+    assert len(document["findings"]) == 9
     assert set(document["findings"][0]) == {"plugin", "revision", "file", "statement", "sql",
-                                            "rule", "source", "message", "help"}
+                                            "rule", "object", "also", "source", "message",
+                                            "help"}
 
 
 def test_opt_out_comments_are_read_with_their_reasons(tmp_path: Path) -> None:
