@@ -297,7 +297,8 @@ def _squawk(targets: list[_Target], binary: str, config: Path | None = None) -> 
             texts[relative] = text.split("\n")
         command = [binary, "--reporter", "json", "--no-error-on-unmatched-pattern",
                    *(["--config", str(config.resolve())] if config else []),
-                   *(f"--exclude={rule}" for rule in SQUAWK_EXCLUDED), *by_file]
+                   *(f"--exclude={rule}" for rule in (*SQUAWK_EXCLUDED,
+                                                       *_config_excluded(config))), *by_file]
         try:
             result = subprocess.run(command, cwd=tmp, capture_output=True, text=True,
                                     check=False, timeout=600)
@@ -326,6 +327,21 @@ def _squawk(targets: list[_Target], binary: str, config: Path | None = None) -> 
             object=sql_scan.object_named(statement, _span(texts[item["file"]], item))
             if statement else None))
     return findings
+
+
+def _config_excluded(config: Path | None) -> list[str]:
+    """The `excluded_rules` of a `.squawk.toml`: squawk drops them when `--exclude` is given
+    on its command line, so migrator passes them along with its own."""
+    if config is None:
+        return []
+    try:
+        with config.open("rb") as file:
+            rules = tomllib.load(file).get("excluded_rules", [])
+    except OSError as exc:
+        raise ConfigError(f"cannot read {config}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config} is not valid TOML ({exc}); fix it") from None
+    return [str(rule) for rule in rules] if isinstance(rules, list) else []
 
 
 def _span(lines: list[str], item: Mapping[str, Any]) -> str | None:

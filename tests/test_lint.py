@@ -4,14 +4,16 @@ each finding mapped back to plugin, revision file and statement; exit 5 on findi
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import settings_for
 
-from migrator import commands, discovery, lint
+from migrator import commands, discovery, lint, runs
 from migrator.config import Settings
-from migrator.errors import FindingsReported
+from migrator.errors import ConfigError, FindingsReported
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_PLATFORM = REPO_ROOT / "plugin_migrations"
@@ -154,3 +156,108 @@ def test_missing_squawk_is_a_configuration_error(tree: Any, monkeypatch: pytest.
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(lint.ConfigError, match=r"pip install 'migrator\[lint\]'"):
         commands.lint(Settings(migrations_dir=tree("lint_safe")))
+
+
+def add_revision(versions: Path, revision: str, down: str, body: str) -> None:
+    (versions / f"{revision}.py").write_text(
+        f'"""{revision}"""\n\nfrom alembic import op\n\nrevision = "{revision}"\n'
+        f'down_revision = "{down}"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        f"def upgrade() -> None:\n    {body}\n\n\ndef downgrade() -> None:\n    pass\n")
+
+
+def test_baseline_accepts_known_findings_by_fingerprint(tree: Any, run_cli: Any,
+                                                        tmp_path: Path) -> None:
+    """--write-baseline accepts today's findings (exit 0); with --baseline they no longer
+    count, also after edits that move their lines; a new finding still exits 5, alone."""
+    trees = tree("lint_hazards")
+    baseline = tmp_path / "lint-baseline.json"
+    written = run_cli("--migrations-dir", trees, "lint", "--write-baseline", baseline)
+    assert written.returncode == 0, written.stderr
+    assert written.stdout.strip() == f"lint: 9 finding(s) accepted in {baseline}"
+    entries = json.loads(baseline.read_text())["findings"]
+    assert {"plugin": "shop", "revision": "5a0700000002", "rule": "adding-required-field",
+            "object": "column orders.region"} in [
+        {k: e[k] for k in ("plugin", "revision", "rule", "object")} for e in entries]
+
+    region = trees / "shop" / "versions" / "0002_add_required_region.py"
+    region.write_text("# moved down by a comment\n\n" + region.read_text())
+    clean = run_cli("--migrations-dir", trees, "lint", "--baseline", baseline)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert clean.stdout.splitlines()[-1].startswith(
+        "lint: 0 finding(s), 0 silenced by a reasoned opt-out, 9 accepted by the baseline")
+
+    add_revision(trees / "shop" / "versions", "5a0700000009", "5a0700000008",
+                 'op.execute("CREATE INDEX ix_orders_created ON orders (id)")')
+    new = run_cli("--migrations-dir", trees, "lint", "--baseline", baseline, "--format", "json")
+    assert new.returncode == 5
+    [finding] = json.loads(new.stdout)["findings"]
+    assert (finding["revision"], finding["rule"], finding["object"]) == (
+        "5a0700000009", "require-concurrent-index-creation", "index ix_orders_created on orders")
+
+    broken = tmp_path / "broken.json"
+    broken.write_text("[]")
+    refused = run_cli("--migrations-dir", trees, "lint", "--baseline", broken)
+    assert refused.returncode == 2 and "is not a migrator lint baseline" in refused.stderr
+
+
+def test_squawk_toml_in_the_migrations_directory_is_respected(tree: Any) -> None:
+    """A `.squawk.toml` beside the plugin trees is squawk's configuration: a rule it excludes
+    is not reported."""
+    trees = tree("lint_hazards")
+    (trees / ".squawk.toml").write_text('excluded_rules = ["adding-required-field"]\n')
+
+    report = commands.lint(Settings(migrations_dir=trees))
+
+    assert report.squawk_config == str(trees / ".squawk.toml")
+    assert "adding-required-field" not in {f.rule for f in report.findings}
+    assert "require-concurrent-index-creation" in {f.rule for f in report.findings}
+
+
+def test_undeclared_extension_is_a_finding(tree: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`CREATE EXTENSION` in a revision is a finding naming the extension unless the plugin
+    declares it (`extensions = [...]` in plugin.toml)."""
+    trees = tree("lint_safe")
+    versions = trees / "shop" / "versions"
+    head = max(p.name for p in versions.glob("*.py"))
+    down = re.search(r'^revision(?:: str)? = "(\w+)"', (versions / head).read_text(), re.M)
+    assert down is not None
+    add_revision(versions, "5a07e0000001", down.group(1),
+                 'op.execute("CREATE EXTENSION IF NOT EXISTS citext")')
+
+    [finding] = commands.lint(Settings(migrations_dir=trees)).findings
+    assert (finding.rule, finding.object, finding.revision) == (
+        "migrator-undeclared-extension", "extension citext", "5a07e0000001")
+    assert 'extensions = ["citext"]' in (finding.help or "")
+
+    # Until discovery reads `extensions`, lint reads plugin.toml itself.
+    monkeypatch.setattr(discovery, "PLUGIN_TOML_KEYS", (*discovery.PLUGIN_TOML_KEYS,
+                                                         "extensions"))
+    (trees / "shop" / "plugin.toml").write_text('extensions = ["citext"]\n')
+    assert commands.lint(Settings(migrations_dir=trees)).findings == ()
+
+
+def test_unrenderable_revisions_are_skipped_and_named(tree: Any) -> None:
+    """Lint checks every revision it can render and lists the ones it cannot, with why."""
+    report = commands.lint(Settings(migrations_dir=tree("offline_unrenderable")))
+
+    assert report.revisions == 2
+    assert [(s.revision, s.why.split(" (")[0]) for s in report.skipped][:2] == [
+        ("un000002", "it reads a query's result"), ("un000003", "it reads a query's result")]
+    assert len(report.skipped) == 7
+
+
+def test_pending_lints_only_what_the_database_has_not_applied(
+    tree: Any, database_url: str
+) -> None:
+    """--pending reads the current revisions and lints only what a deploy would run."""
+    trees = tree("lint_hazards")
+    settings = settings_for(database_url, trees)
+    runs.upgrade(settings, ["shop"], to="5a0700000002")
+
+    report = commands.lint(settings, ["shop"], pending=True)
+
+    assert report.revisions == 6
+    assert "0002_add_required_region.py" not in findings_by_file(report)
+    assert "0003_index_region.py" in findings_by_file(report)
+    with pytest.raises(ConfigError, match="database"):
+        commands.lint(Settings(migrations_dir=trees), pending=True)
