@@ -364,15 +364,19 @@ def _literal_fragment(fragment: str, params: Mapping[str, Any]) -> str:
     return text
 
 
-def render_offline(spec: Mapping[str, Any]) -> str:
+def render_offline(spec: Mapping[str, Any], *, plugin: str, revision: str) -> str:
     """A backfill (its `BackfillSpec.describe()`) as one `DO` block that psql runs outside a
     transaction block: the walk migrator does, in key order over every row up to the largest
-    key present when it starts, one transaction (`COMMIT`) per batch of `batch_size` keys
-    matching `where`. Identifiers are quoted by psycopg; `set`/`where` are the author's SQL
-    with their parameters as literals."""
+    key present when it first starts, one transaction (`COMMIT`) per batch of `batch_size`
+    keys matching `where`, each with its checkpoint in `migrator.backfill_progress` (the same
+    row and key format as online): a killed script, rerun or followed by `migrator upgrade`,
+    resumes after the last committed batch, and a finished backfill is not walked again.
+    Identifiers are quoted by psycopg; `set`/`where` are the author's SQL with their
+    parameters as literals."""
     if spec.get("set") is None:
         raise ValueError("a transform backfill has no SQL form")
-    table = sql.Identifier(*str(spec["table"]).split("."))
+    parts = str(spec["table"]).split(".")
+    table = sql.Identifier(*parts)
     keys = [sql.Identifier(k) for k in spec["key"]]
     params = dict(spec.get("params") or {})
     assignments = sql.SQL(_literal_fragment(str(spec["set"]), params))
@@ -389,20 +393,32 @@ def render_offline(spec: Mapping[str, Any]) -> str:
     def row(names: list[sql.Composable]) -> sql.Composed:
         return sql.SQL("({})").format(sql.SQL(", ").join(names))
 
+    def as_json(names: list[sql.Composable]) -> sql.Composed:
+        """The key as migrator's checkpoint spells it: a JSON array of the values as text."""
+        return sql.SQL("jsonb_build_array({})").format(
+            sql.SQL(", ").join(sql.SQL("{}::text").format(n) for n in names))
+
+    def from_json(names: list[sql.Composable], source: str) -> sql.Composed:
+        return sql.SQL("").join(
+            sql.SQL("        {} := {} ->> {};\n").format(n, sql.Identifier(source),
+                                                       sql.Literal(i))
+            for i, n in enumerate(names))
+
     columns = sql.SQL(", ").join(keys)
     descending = sql.SQL(", ").join(sql.SQL("{} DESC").format(k) for k in keys)
     declarations = sql.SQL("").join(
-        sql.SQL("    {} {}%TYPE;\n").format(name, sql.Identifier(*str(spec["table"]).split("."),
-                                                                   key))
+        sql.SQL("    {} {}%TYPE;\n").format(name, sql.Identifier(*parts, key))
         for names in (upper, last, batch) for name, key in zip(names, spec["key"], strict=True))
+    checkpoint = sql.SQL("plugin = {} AND revision = {} AND name = {}").format(
+        sql.Literal(plugin), sql.Literal(revision), sql.Literal(str(spec["name"])))
 
     def step(lower: sql.Composable) -> sql.Composed:
         return sql.SQL(
             "SELECT {columns} INTO {batch} FROM (SELECT {columns} FROM {table} WHERE {lower}"
             "{key_row} <= {upper}{where} ORDER BY {columns} LIMIT {size}) AS _migrator_keys "
             "ORDER BY {descending} LIMIT 1;\n"
-            "        EXIT WHEN NOT FOUND;\n"
-            "        UPDATE {table} SET {assignments} WHERE {lower}{key_row} <= {batch_row}"
+            "            EXIT WHEN NOT FOUND;\n"
+            "            UPDATE {table} SET {assignments} WHERE {lower}{key_row} <= {batch_row}"
             "{where};").format(
                 columns=columns, batch=sql.SQL(", ").join(batch), table=table, lower=lower,
                 key_row=key_row, upper=row(upper), where=where, size=sql.Literal(size),
@@ -411,26 +427,49 @@ def render_offline(spec: Mapping[str, Any]) -> str:
     body = sql.SQL(
         "#variable_conflict use_column\n"
         "DECLARE\n{declarations}"
+        "    _migrator_status text;\n"
+        "    _migrator_last jsonb;\n"
+        "    _migrator_upper jsonb;\n"
         "    _migrator_rows bigint;\n"
-        "    _migrator_total bigint := 0;\n"
-        "    _migrator_batches bigint := 0;\n"
         "BEGIN\n"
-        "    SELECT {columns} INTO {upper} FROM {table} ORDER BY {descending} LIMIT 1;\n"
-        "    IF NOT FOUND THEN\n        RETURN;\n    END IF;\n"
+        "    INSERT INTO migrator.backfill_progress (plugin, revision, name, status) "
+        "VALUES ({plugin}, {revision}, {name}, 'running') "
+        "ON CONFLICT (plugin, revision, name) DO NOTHING;\n"
+        "    SELECT status, last_key, upper_key INTO _migrator_status, _migrator_last, "
+        "_migrator_upper FROM migrator.backfill_progress WHERE {checkpoint} FOR UPDATE;\n"
+        "    IF _migrator_status = 'done' THEN\n"
+        "        RETURN;  -- finished by an earlier run\n"
+        "    END IF;\n"
+        "    IF _migrator_upper IS NULL THEN\n"
+        "        SELECT {columns} INTO {upper} FROM {table} ORDER BY {descending} LIMIT 1;\n"
+        "        IF NOT FOUND THEN\n"
+        "            UPDATE migrator.backfill_progress SET status = 'done', updated_at = now() "
+        "WHERE {checkpoint};\n"
+        "            RETURN;\n"
+        "        END IF;\n"
+        "        UPDATE migrator.backfill_progress SET upper_key = {upper_json}, "
+        "status = 'running', updated_at = now() WHERE {checkpoint};\n"
+        "        COMMIT;\n"
+        "    ELSE\n{upper_from_json}"
+        "    END IF;\n"
+        "    IF _migrator_last IS NOT NULL THEN\n{last_from_json}"
+        "    END IF;\n"
         "    LOOP\n"
-        "        IF _migrator_batches = 0 THEN\n"
-        "        {first}\n"
+        "        IF _migrator_last IS NULL THEN\n"
+        "            {first}\n"
         "        ELSE\n"
-        "        {next}\n"
+        "            {next}\n"
         "        END IF;\n"
         "        GET DIAGNOSTICS _migrator_rows = ROW_COUNT;\n"
         "{advance}"
-        "        _migrator_total := _migrator_total + _migrator_rows;\n"
-        "        _migrator_batches := _migrator_batches + 1;\n"
-        "        COMMIT;\n{pause}"
+        "        _migrator_last := {last_json};\n"
+        "        UPDATE migrator.backfill_progress SET last_key = _migrator_last, "
+        "rows_done = rows_done + _migrator_rows, batches_done = batches_done + 1, "
+        "updated_at = now() WHERE {checkpoint};\n"
+        "        COMMIT;  -- the batch and its checkpoint together\n{pause}"
         "    END LOOP;\n"
-        "    RAISE NOTICE 'migrator backfill %: % rows updated in % batches', {name}, "
-        "_migrator_total, _migrator_batches;\n"
+        "    UPDATE migrator.backfill_progress SET status = 'done', updated_at = now() "
+        "WHERE {checkpoint};\n"
         "END").format(
             declarations=declarations, columns=columns, upper=sql.SQL(", ").join(upper),
             table=table, descending=descending, first=step(sql.SQL("")),
@@ -439,10 +478,15 @@ def render_offline(spec: Mapping[str, Any]) -> str:
                                      for a, b in zip(last, batch, strict=True)),
             pause=sql.SQL("        PERFORM pg_sleep({});\n").format(sql.Literal(pause))
             if pause > 0 else sql.SQL(""),
-            name=sql.Literal(str(spec["name"])))
+            plugin=sql.Literal(plugin), revision=sql.Literal(revision),
+            name=sql.Literal(str(spec["name"])), checkpoint=checkpoint,
+            upper_json=as_json(upper), last_json=as_json(last),
+            upper_from_json=from_json(upper, "_migrator_upper"),
+            last_from_json=from_json(last, "_migrator_last"))
     text = body.as_string(None)
     header = (f"-- migrator backfill {spec['name']!r} on {table.as_string(None)}: every row "
               f"up to the largest key present when it starts, in key order "
               f"({columns.as_string(None)}), batches of {size}, one transaction (COMMIT) per "
-              "batch; psql must run it outside BEGIN ... COMMIT, as this script does.")
+              "batch with its checkpoint in migrator.backfill_progress (a rerun resumes); "
+              "psql must run it outside BEGIN ... COMMIT, as this script does.")
     return f"{header}\nDO {dollar_quote(text)};"

@@ -374,7 +374,8 @@ class _Recorder:
             from migrator.backfill_sql import render_offline
 
             kind, backfill, self.pending_backfill = BACKFILL, self.pending_backfill, None
-            text = render_offline(backfill)
+            assert self.current is not None
+            text = render_offline(backfill, plugin=self.plugin.name, revision=self.current)
         in_transaction = self.in_transaction or kind == COMMIT
         self.statements.append(Statement(text, kind, in_transaction, backfill))
 

@@ -3,6 +3,7 @@ end, the Alembic `Config` revisions read, revisions that cannot be shown offline
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import uuid
@@ -13,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import with_database
-from helpers import fetch, settings_for
+from helpers import fetch, settings_for, wait_until
 from psycopg import sql
 
 from migrator import commands, runs
@@ -175,3 +176,48 @@ def test_dry_run_shows_unrenderable_revisions_without_crashing(database_url: str
     [plugin] = review.as_dict()["plugins"]
     kinds = {r["revision"]: [s["kind"] for s in r["statements"]] for r in plugin["revisions"]}
     assert kinds["un000002"] == [UNRENDERABLE] and kinds["un000009"] == ["revision"]
+
+
+def test_a_killed_sql_backfill_resumes_from_its_checkpoint(database_url: str,
+                                                          tree: Any) -> None:
+    """The DO block checkpoints each batch in migrator.backfill_progress, as migrator does:
+    killed mid-walk, the rerun script resumes after the last committed batch (every row's
+    counter is 1: none updated twice), and a finished backfill is not walked again."""
+    trees = tree("bf_composite")
+    revision = trees / "pairs" / "versions" / "0002_backfill_values.py"
+    revision.write_text(revision.read_text().replace("batch_size=50,",
+                                                     "batch_size=50, pause=0.05,"))
+    script = script_of(trees)
+    process = subprocess.Popen(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database_url, "-f", "-"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PGAPPNAME": "offline-backfill"})
+    assert process.stdin is not None
+    process.stdin.write(script)
+    process.stdin.close()
+    progress = "SELECT batches_done FROM migrator.backfill_progress"
+    wait_until(lambda: fetch(database_url, "SELECT to_regclass('migrator.backfill_progress')")
+               != [(None,)] and (fetch(database_url, progress) or [(0,)])[0][0] >= 5,
+               "five batches")
+    fetch(database_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = 'offline-backfill'")
+    process.wait(timeout=30)
+    assert process.returncode != 0
+    assert fetch(database_url, "SELECT version_num FROM pairs.alembic_version") == [
+        ("pairs_0001",)]
+    done_before = fetch(database_url, progress)[0][0]
+    assert 5 <= done_before < 24
+
+    rest = format_script(commands.upgrade_sql(Settings(migrations_dir=trees), ["pairs"],
+                                              start="pairs_0001"), ScriptHeader("rest"))
+    result = psql(database_url, rest)
+    assert result.returncode == 0, result.stderr
+    assert fetch(database_url, "SELECT DISTINCT counter FROM pairs.readings") == [(1,)]
+    assert fetch(database_url, "SELECT status, batches_done, rows_done FROM "
+                               "migrator.backfill_progress") == [("done", 24, 12 * 96)]
+    assert fetch(database_url, "SELECT version_num FROM pairs.alembic_version") == [
+        ("pairs_0002",)]
+
+    again = psql(database_url, rest)  # its stamp's UPDATE finds nothing to move
+    assert again.returncode == 0, again.stderr
+    assert fetch(database_url, "SELECT DISTINCT counter FROM pairs.readings") == [(1,)]
