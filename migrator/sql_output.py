@@ -76,7 +76,10 @@ class RenderedRevision:
     @property
     def transaction(self) -> str:
         """`transactional`, or `autocommit_block` when some statement runs outside the
-        revision's transaction (Alembic's `autocommit_block`, or a backfill)."""
+        revision's transaction (Alembic's `autocommit_block`, or a backfill), or
+        `unrenderable`."""
+        if self.unrenderable is not None:
+            return UNRENDERABLE
         return TRANSACTIONAL if all(s.in_transaction for s in self.own) else AUTOCOMMIT_BLOCK
 
 
@@ -274,18 +277,21 @@ class _Guarded:
             self._recorder.unrenderable = _why(exc)
 
 
-def unrenderable_statement(plugin: Plugin, revision: str, file: str, why: str) -> str:
+def unrenderable_statement(plugin: Plugin, revision: str, file: str, why: str,
+                           direction: str = UP) -> str:
     """A comment saying why, then a statement that stops psql there with an error naming the
     revision: a script applied by psql never stamps work it did not do."""
     from migrator.backfill_sql import dollar_quote
 
     message = (f"migrator: revision {revision} of plugin {plugin.name} cannot be applied from "
-               f"this script ({why}); apply it with: migrator upgrade --plugin {plugin.name}")
+               f"this script ({why}); apply it with: migrator "
+               f"{'upgrade' if direction == UP else 'downgrade'} --plugin {plugin.name}")
     body = sql.SQL("BEGIN RAISE EXCEPTION '%', {}; END").format(sql.Literal(message))
     return "\n".join([
         f"-- migrator: revision {revision} ({file or 'unknown file'}) cannot be shown offline: "
         f"{why}.",
-        "-- Apply it with migrator (`migrator upgrade`); this script stops here, so nothing "
+        f"-- Apply it with migrator (`migrator {'upgrade' if direction == UP else 'downgrade'}`"
+        "); this script stops here, so nothing "
         "after it is stamped.",
         f"DO {dollar_quote(body.as_string(None))};"])
 
@@ -334,7 +340,8 @@ class _Recorder:
         statements = _without_empty_transactions(self.statements)
         if self.unrenderable is not None:
             statements = [Statement(unrenderable_statement(
-                self.plugin, self.current, file, self.unrenderable), UNRENDERABLE, False)]
+                self.plugin, self.current, file, self.unrenderable, self.direction),
+                UNRENDERABLE, False)]
         self.revisions.append(RenderedRevision(
             revision=self.current, path=found.file if found else "", file=file,
             message=found.message if found else "", statements=tuple(statements),

@@ -176,6 +176,9 @@ def test_dry_run_shows_unrenderable_revisions_without_crashing(database_url: str
     [plugin] = review.as_dict()["plugins"]
     kinds = {r["revision"]: [s["kind"] for s in r["statements"]] for r in plugin["revisions"]}
     assert kinds["un000002"] == [UNRENDERABLE] and kinds["un000009"] == ["revision"]
+    transactions = {r["revision"]: r["transaction"] for r in plugin["revisions"]}
+    assert transactions["un000002"] == "unrenderable"
+    assert transactions["un000009"] == "transactional"
 
 
 def test_a_killed_sql_backfill_resumes_from_its_checkpoint(database_url: str,
