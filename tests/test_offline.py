@@ -181,11 +181,13 @@ def test_dry_run_shows_unrenderable_revisions_without_crashing(database_url: str
     assert transactions["un000009"] == "transactional"
 
 
-def test_a_killed_sql_backfill_resumes_from_its_checkpoint(database_url: str,
-                                                          tree: Any) -> None:
+@pytest.mark.parametrize("resume", ["psql", "migrator"])
+def test_a_killed_sql_backfill_resumes_from_its_checkpoint(database_url: str, tree: Any,
+                                                          resume: str) -> None:
     """The DO block checkpoints each batch in migrator.backfill_progress, as migrator does:
-    killed mid-walk, the rerun script resumes after the last committed batch (every row's
-    counter is 1: none updated twice), and a finished backfill is not walked again."""
+    killed mid-walk, the rerun script — or `migrator upgrade` — resumes after the last
+    committed batch (every row's counter is 1: none updated twice), and a finished backfill
+    is not walked again."""
     trees = tree("bf_composite")
     revision = trees / "pairs" / "versions" / "0002_backfill_values.py"
     revision.write_text(revision.read_text().replace("batch_size=50,",
@@ -203,7 +205,8 @@ def test_a_killed_sql_backfill_resumes_from_its_checkpoint(database_url: str,
                != [(None,)] and (fetch(database_url, progress) or [(0,)])[0][0] >= 5,
                "five batches")
     fetch(database_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE application_name = 'offline-backfill'")
+                        "WHERE application_name = 'offline-backfill' "
+                        "AND datname = current_database()")
     process.wait(timeout=30)
     assert process.returncode != 0
     assert fetch(database_url, "SELECT version_num FROM pairs.alembic_version") == [
@@ -211,6 +214,12 @@ def test_a_killed_sql_backfill_resumes_from_its_checkpoint(database_url: str,
     done_before = fetch(database_url, progress)[0][0]
     assert 5 <= done_before < 24
 
+    if resume == "migrator":
+        runs.upgrade(settings_for(database_url, trees))
+        assert fetch(database_url, "SELECT DISTINCT counter FROM pairs.readings") == [(1,)]
+        assert fetch(database_url, "SELECT status, rows_done FROM "
+                                   "migrator.backfill_progress") == [("done", 12 * 96)]
+        return
     rest = format_script(commands.upgrade_sql(Settings(migrations_dir=trees), ["pairs"],
                                               start="pairs_0001"), ScriptHeader("rest"))
     result = psql(database_url, rest)
