@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from migrator.backfill_offline import render_sql
 from migrator.backfill_spec import (
     DEFAULT_TARGET_BATCH_TIME,
     MAX_BATCH,
@@ -103,10 +102,14 @@ def backfill(
     context = op.get_context()
     if getattr(context, "as_sql", False):
         hook = getattr(context, "opts", {}).get(RENDER_HOOK)
-        if hook is not None:
-            hook(spec.describe())
+        if hook is None:
+            raise BackfillError(
+                f"backfill({table!r}) renders offline only under migrator (`migrator upgrade "
+                "--sql`), which writes it as SQL that walks every row")
+        hook(spec.describe())
         with context.autocommit_block():  # as when it runs: outside the revision's transaction
-            context.impl.static_output(render_sql(spec))
+            # A placeholder: migrator.sql_output writes the walk in its place.
+            context.impl.static_output(f"-- migrator backfill {spec.name!r}")
         return None
     environment = current_environment(context)
     if environment is None:

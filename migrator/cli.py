@@ -7,6 +7,7 @@ where errors become exit codes). Results go to stdout, logs to stderr.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -224,30 +225,49 @@ def downgrade_command(
 @app.command("lint")
 @handled
 def lint_command(ctx: typer.Context, plugin: Plugins = None,
-                 output: OutputFormat = Format.table) -> None:
-    """Flag lock-unsafe DDL (squawk) and changes outside a plugin's own schema in every
-    revision's SQL; exit 5 on findings. Needs no database.
+                 output: OutputFormat = Format.table,
+                 pending: Annotated[bool, typer.Option(
+                     "--pending", help="Only revisions the database has not applied (needs "
+                     "a database)")] = False,
+                 baseline: Annotated[Path | None, typer.Option(
+                     "--baseline", help="Accept the findings listed in this file (written "
+                     "by --write-baseline); only new ones count")] = None,
+                 write_baseline: Annotated[Path | None, typer.Option(
+                     "--write-baseline", help="Write the current findings to this file as "
+                     "accepted, and exit 0")] = None) -> None:
+    """Flag lock-unsafe DDL (squawk), changes outside a plugin's own schema and undeclared
+    extensions in the revisions' SQL; exit 5 on findings. Needs no database (but --pending).
 
-    Example: migrator lint --plugin panels
+    Example: migrator lint --plugin panels --baseline lint-baseline.json
     """
     settings = settings_from(ctx)
-    report = previews.lint(settings, plugin or [])
+    report = previews.lint(settings, plugin or [], pending=pending,
+                           baseline=None if write_baseline else baseline)
+    if write_baseline is not None:
+        count = previews.write_lint_baseline(report, write_baseline)
+        typer.echo(f"lint: {count} finding(s) accepted in {write_baseline}")
+        return
     if output is Format.json:
         emit_json(report.as_dict())
     else:
         for finding in report.findings:
             where = finding.file + (f" statement {finding.statement}"
                                     if finding.statement else "")
-            typer.echo(f"{where}: {finding.rule}: {finding.message} "
+            what = f" ({finding.object})" if finding.object else ""
+            typer.echo(f"{where}: {finding.rule}{what}: {finding.message} "
                        f"[{finding.plugin} {finding.revision}]")
             if finding.sql:
                 first = " ".join(finding.sql.split())
                 typer.echo(f"    {first[:117] + '...' if len(first) > 120 else first}")
             if finding.help:
                 typer.echo(f"    help: {finding.help}")
+        for skipped in report.skipped:
+            typer.echo(f"{skipped.file}: skipped, cannot be shown offline: {skipped.why} "
+                       f"[{skipped.plugin} {skipped.revision}]")
         typer.echo(f"lint: {len(report.findings)} finding(s), {len(report.silenced)} silenced "
-                   f"by a reasoned opt-out; {report.revisions} revision(s) of "
-                   f"{len(report.plugins)} plugin(s) checked")
+                   f"by a reasoned opt-out, {len(report.baselined)} accepted by the baseline; "
+                   f"{report.revisions} revision(s) of {len(report.plugins)} plugin(s) checked, "
+                   f"{len(report.skipped)} skipped")
     previews.lint_findings(report)
 
 

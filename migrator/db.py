@@ -69,6 +69,22 @@ def search_path(schema: str) -> sql.Composed:
     return sql.SQL("SET search_path TO {}").format(sql.SQL(", ").join(path))
 
 
+def plugin_setup(plugin: Versioned) -> list[sql.Composed]:
+    """What migrator creates for a plugin before its revisions (`--sql` renders the same): its
+    schema, its version table (Alembic's DDL, created beforehand so that each revision's
+    transaction holds that revision's work alone) and its declared extensions, in `public`
+    (shared by every plugin, and always on `search_path`)."""
+    table = getattr(plugin, "version_table", VERSION_TABLE)
+    return [
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(plugin.schema)),
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} (version_num VARCHAR(32) NOT NULL, "
+                "CONSTRAINT {} PRIMARY KEY (version_num))").format(
+                    sql.Identifier(plugin.schema, table), sql.Identifier(f"{table}_pkc")),
+        *(sql.SQL("CREATE EXTENSION IF NOT EXISTS {} SCHEMA public").format(
+            sql.Identifier(name)) for name in getattr(plugin, "extensions", ())),
+    ]
+
+
 def session_settings(schema: str, *, lock_timeout: float,
                      role: str | None = None) -> list[sql.SQL | sql.Composed]:
     """migrator's own session state, from a clean slate: what a revision, a retry or a backfill

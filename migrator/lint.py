@@ -11,6 +11,15 @@ file and statement. Then migrator's own isolation rules, which no linter has:
   `search_path`; a foreign key may reference the plugin's own schema and those of the plugins
   it `depends_on`, nothing else.
 - `migrator-drop-schema`: `DROP SCHEMA`, any schema (its own holds its version table).
+- `migrator-undeclared-extension`: `CREATE EXTENSION` of an extension the plugin does not
+  declare in `plugin.toml` (`extensions = [...]`, which migrator creates in `public`).
+
+One finding per problem, naming its object (`column orders.region`): squawk's rules that
+report the same problem twice (a foreign key without NOT VALID; DROP SCHEMA, also migrator's
+rule) are merged. A revision that cannot be rendered offline (it reads results, introspects,
+commits...) is skipped and listed as such. A `.squawk.toml` in the migrations directory is
+passed to squawk. A baseline file (`--write-baseline`, `--baseline`) accepts known findings
+by fingerprint — plugin, revision, rule, object; never line numbers — so only new ones count.
 
 A revision silences a rule with a comment anywhere in its file, which must give a reason (it
 may go on over the comment lines right below):
@@ -29,8 +38,9 @@ import shutil
 import subprocess
 import sysconfig
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +52,17 @@ from migrator.sql_output import BEGIN, COMMIT, RenderedRevision, Statement, rend
 
 CROSS_SCHEMA = "migrator-cross-schema"
 DROP_SCHEMA = "migrator-drop-schema"
+UNDECLARED_EXTENSION = "migrator-undeclared-extension"
 OPT_OUT_NEEDS_REASON = "migrator-opt-out-needs-reason"
+SQUAWK_CONFIG = ".squawk.toml"
+BASELINE_VERSION = 1
+
+# Rules that report one problem together: on one statement and object, the first is kept and
+# the others are listed with it (`also`).
+SAME_PROBLEM: tuple[tuple[str, ...], ...] = (
+    ("adding-foreign-key-constraint", "constraint-missing-not-valid"),
+    (DROP_SCHEMA, "ban-drop-schema"),
+)
 
 # squawk rules migrator turns off, and why (README, "Reviewing migrations", lists them too).
 SQUAWK_EXCLUDED: Mapping[str, str] = {
@@ -69,11 +89,33 @@ class Finding:
     source: str  # squawk | migrator
     message: str
     help: str | None = None
+    object: str | None = None  # what it is about: "column orders.region", "index ix on t"
+    also: tuple[str, ...] = ()  # other rules that reported the same problem
+
+    @property
+    def fingerprint(self) -> tuple[str, str, str, str]:
+        """What a baseline accepts it by: stable across edits that move lines."""
+        return (self.plugin, self.revision, self.rule, self.object or "")
 
     def as_dict(self) -> dict[str, Any]:
         return {"plugin": self.plugin, "revision": self.revision, "file": self.file,
                 "statement": self.statement, "sql": self.sql, "rule": self.rule,
+                "object": self.object, "also": list(self.also),
                 "source": self.source, "message": self.message, "help": self.help}
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A revision lint could not check: it cannot be rendered offline."""
+
+    plugin: str
+    revision: str
+    file: str
+    why: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"plugin": self.plugin, "revision": self.revision, "file": self.file,
+                "why": self.why}
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,18 +149,25 @@ class Report:
     findings: tuple[Finding, ...]
     silenced: tuple[tuple[Finding, str], ...] = ()  # with the opt-out's reason
     excluded_rules: Mapping[str, str] = field(default_factory=lambda: dict(SQUAWK_EXCLUDED))
+    skipped: tuple[Skipped, ...] = ()
+    baselined: tuple[Finding, ...] = ()  # accepted by the baseline file
+    squawk_config: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"plugins": list(self.plugins), "revisions_checked": self.revisions,
                 "findings": [f.as_dict() for f in self.findings],
                 "silenced": [{**f.as_dict(), "reason": reason} for f, reason in self.silenced],
+                "baselined": [f.as_dict() for f in self.baselined],
+                "skipped": [s.as_dict() for s in self.skipped],
+                "squawk_config": self.squawk_config,
                 "excluded_rules": dict(self.excluded_rules)}
 
     def summary(self) -> str:
         where = sorted({f"{f.plugin} {f.revision}" for f in self.findings})
         return (f"lint: {len(self.findings)} finding(s) in {len(where)} revision(s) "
                 f"({', '.join(where)}); fix them, or silence a rule in the revision with "
-                "`# migrator-lint: ignore <rule> -- <reason>`")
+                "`# migrator-lint: ignore <rule> -- <reason>` (or accept the known ones: "
+                "migrator lint --write-baseline FILE, then --baseline FILE)")
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -134,23 +183,76 @@ class _Target:
 
 
 def run(selected: Sequence[Plugin], found: Sequence[Plugin], *, lock_timeout: float,
-        squawk: str | None = None) -> Report:
-    """Lint every revision of `selected`; `found` (all plugins) maps dependencies to schemas."""
+        squawk: str | None = None, plans: Sequence[PluginPlan] | None = None,
+        squawk_config: Path | None = None, baseline: Path | None = None) -> Report:
+    """Lint every revision of `selected` (with `plans`, only their pending ones); `found`
+    (all plugins) maps dependencies to schemas."""
     schemas = {p.name: p.schema for p in found}
     targets: list[_Target] = []
-    for plugin in selected:
-        rendered = render_upgrade(PluginPlan.build(plugin, (), None), lock_timeout=lock_timeout)
+    skipped: list[Skipped] = []
+    items = list(plans) if plans is not None else [PluginPlan.build(p, (), None)
+                                                   for p in selected]
+    for item in items:
+        if not item.pending:
+            continue
+        rendered = render_upgrade(item, lock_timeout=lock_timeout)
         settings = [s.sql for s in rendered.setup if s.sql.startswith("SET ")]
         for revision in rendered.revisions:
-            targets.append(_Target(plugin, revision, settings, {},
+            if revision.unrenderable is not None:
+                skipped.append(Skipped(item.plugin.name, revision.revision, revision.path,
+                                       revision.unrenderable))
+                continue
+            targets.append(_Target(item.plugin, revision, settings, {},
                                    OptOut.read(Path(revision.path))))
-    findings = _squawk(targets, squawk or squawk_binary()) if targets else []
+    findings = _squawk(targets, squawk or squawk_binary(), squawk_config) if targets else []
     for target in targets:
         allowed = {target.plugin.schema, *(schemas.get(d, d) for d in target.plugin.depends_on)}
         findings += _isolation(target, allowed)
-    kept, silenced = _apply_opt_outs(targets, findings)
+        findings += _extensions(target)
+    kept, silenced = _apply_opt_outs(targets, _merged(findings))
+    accepted = read_baseline(baseline) if baseline is not None else set()
     return Report(plugins=tuple(p.name for p in selected), revisions=len(targets),
-                  findings=tuple(kept), silenced=tuple(silenced))
+                  findings=tuple(f for f in kept if f.fingerprint not in accepted),
+                  silenced=tuple(silenced), skipped=tuple(skipped),
+                  baselined=tuple(f for f in kept if f.fingerprint in accepted),
+                  squawk_config=str(squawk_config) if squawk_config else None)
+
+
+def squawk_config_in(migrations_dir: Path) -> Path | None:
+    """The `.squawk.toml` of the migrations directory, when there is one."""
+    candidate = migrations_dir / SQUAWK_CONFIG
+    return candidate if candidate.is_file() else None
+
+
+# -- baselines ----------------------------------------------------------------------------------
+
+
+def write_baseline(path: Path, findings: Iterable[Finding]) -> int:
+    """Accept `findings` as known: one entry per fingerprint, sorted, for a stable diff."""
+    entries = sorted({f.fingerprint: f for f in findings}.items())
+    document = {"migrator_lint_baseline": BASELINE_VERSION, "findings": [
+        {"plugin": f.plugin, "revision": f.revision, "rule": f.rule, "object": f.object,
+         "message": f.message} for _, f in entries]}
+    try:
+        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the lint baseline {path}: {exc.strerror}") from None
+    return len(entries)
+
+
+def read_baseline(path: Path) -> set[tuple[str, str, str, str]]:
+    """The fingerprints a baseline file accepts."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        entries = document["findings"]
+        return {(str(e["plugin"]), str(e["revision"]), str(e["rule"]), str(e.get("object") or ""))
+                for e in entries}
+    except OSError as exc:
+        raise ConfigError(f"cannot read the lint baseline {path}: {exc.strerror}; write one "
+                          "with: migrator lint --write-baseline FILE") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path} is not a migrator lint baseline ({exc!s}); write one with: "
+                          "migrator lint --write-baseline FILE") from None
 
 
 def squawk_binary() -> str:
@@ -181,17 +283,22 @@ def _lint_file(target: _Target) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _squawk(targets: list[_Target], binary: str) -> list[Finding]:
+def _squawk(targets: list[_Target], binary: str, config: Path | None = None) -> list[Finding]:
+    texts: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="migrator-lint-") as tmp:
         by_file: dict[str, _Target] = {}
         for target in targets:
             relative = f"{target.plugin.name}/{Path(target.revision.file).stem}.sql"
             path = Path(tmp) / relative
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(_lint_file(target), encoding="utf-8")
+            text = _lint_file(target)
+            path.write_text(text, encoding="utf-8")
             by_file[relative] = target
+            texts[relative] = text.split("\n")
         command = [binary, "--reporter", "json", "--no-error-on-unmatched-pattern",
-                   *(f"--exclude={rule}" for rule in SQUAWK_EXCLUDED), *by_file]
+                   *(["--config", str(config.resolve())] if config else []),
+                   *(f"--exclude={rule}" for rule in (*SQUAWK_EXCLUDED,
+                                                       *_config_excluded(config))), *by_file]
         try:
             result = subprocess.run(command, cwd=tmp, capture_output=True, text=True,
                                     check=False, timeout=600)
@@ -211,31 +318,89 @@ def _squawk(targets: list[_Target], binary: str) -> list[Finding]:
         target = by_file[item["file"]]
         number = target.lines.get(int(item.get("line", -1)))
         own = target.revision.own
+        statement = own[number - 1].sql if number else None
         findings.append(Finding(
             plugin=target.plugin.name, revision=target.revision.revision,
-            file=target.revision.path, statement=number,
-            sql=own[number - 1].sql if number else None, rule=str(item.get("rule_name")),
-            source="squawk", message=str(item.get("message", "")).strip(),
-            help=item.get("help")))
+            file=target.revision.path, statement=number, sql=statement,
+            rule=str(item.get("rule_name")), source="squawk",
+            message=str(item.get("message", "")).strip(), help=item.get("help"),
+            object=sql_scan.object_named(statement, _span(texts[item["file"]], item))
+            if statement else None))
     return findings
+
+
+def _config_excluded(config: Path | None) -> list[str]:
+    """The `excluded_rules` of a `.squawk.toml`: squawk drops them when `--exclude` is given
+    on its command line, so migrator passes them along with its own."""
+    if config is None:
+        return []
+    try:
+        with config.open("rb") as file:
+            rules = tomllib.load(file).get("excluded_rules", [])
+    except OSError as exc:
+        raise ConfigError(f"cannot read {config}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config} is not valid TOML ({exc}); fix it") from None
+    return [str(rule) for rule in rules] if isinstance(rules, list) else []
+
+
+def _span(lines: list[str], item: Mapping[str, Any]) -> str | None:
+    """The text a squawk finding points at (its line and column range)."""
+    try:
+        first, last = int(item["line"]), int(item.get("line_end", item["line"]))
+        start, end = int(item.get("column", 0)), int(item.get("column_end", 0))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not 0 <= first <= last < len(lines):
+        return None
+    if first == last:
+        return lines[first][start:end] or None
+    return "\n".join([lines[first][start:], *lines[first + 1:last], lines[last][:end]])
+
+
+def _merged(findings: list[Finding]) -> list[Finding]:
+    """One finding per problem: the same rule twice on one object, or rules of one family
+    (`SAME_PROBLEM`) on one statement, become the first of them."""
+    family = {rule: group for group in SAME_PROBLEM for rule in group}
+    kept: list[Finding] = []
+    index: dict[tuple[Any, ...], int] = {}
+    for item in findings:
+        group = family.get(item.rule, (item.rule,))
+        key = (item.plugin, item.revision, item.statement, group,
+               item.object if item.rule not in family else None)
+        if key in index:
+            first = kept[index[key]]
+            if item.rule != first.rule and item.rule not in first.also:
+                # The family's first rule leads (migrator's own, or the more specific one).
+                lead, other = (item, first) if group.index(item.rule) < group.index(
+                    first.rule) else (first, item)
+                kept[index[key]] = replace(lead, also=(*lead.also, other.rule, *other.also),
+                                           object=lead.object or other.object)
+            continue
+        index[key] = len(kept)
+        kept.append(item)
+    return kept
 
 
 def _isolation(target: _Target, allowed: set[str]) -> list[Finding]:
     own_schema = target.plugin.schema
     findings: list[Finding] = []
 
-    def finding(rule: str, number: int, statement: Statement, message: str, help: str) -> None:
+    def finding(rule: str, number: int, statement: Statement, message: str, help: str,
+                what: str | None = None) -> None:
         findings.append(Finding(
             plugin=target.plugin.name, revision=target.revision.revision,
             file=target.revision.path, statement=number, sql=statement.sql, rule=rule,
-            source="migrator", message=message, help=help))
+            source="migrator", message=message, help=help,
+            object=what or sql_scan.object_named(statement.sql)))
 
     for number, statement in enumerate(target.revision.own, start=1):
         found = sql_scan.analyze(statement.sql)
         for schema in found.dropped_schemas:
             finding(DROP_SCHEMA, number, statement, f"DROP SCHEMA {schema}: dropping a schema "
                     "destroys every object in it (a plugin's own holds its version table)",
-                    "drop the plugin's tables one by one; migrator never drops schemas")
+                    "drop the plugin's tables one by one; migrator never drops schemas",
+                    f"schema {schema}")
         others = sorted({str(n) for n in found.changes if n.schema and n.schema != own_schema}
                         | {s for s in found.schemas if s != own_schema})
         if others:
@@ -256,6 +421,39 @@ def _isolation(target: _Target, allowed: set[str]) -> list[Finding]:
             finding(CROSS_SCHEMA, number, statement, "the revision sets search_path, which "
                     "sends its unqualified DDL to another schema",
                     "remove it: migrator sets search_path to the plugin's schema")
+    return findings
+
+
+def declared_extensions(plugin: Plugin) -> tuple[str, ...]:
+    """The plugin's `extensions`: its attribute, else read leniently from its plugin.toml."""
+    declared = getattr(plugin, "extensions", None)
+    if declared is not None:
+        return tuple(declared)
+    try:
+        with (plugin.path / "plugin.toml").open("rb") as file:
+            value = tomllib.load(file).get("extensions", ())
+    except (OSError, tomllib.TOMLDecodeError):
+        return ()
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+
+def _extensions(target: _Target) -> list[Finding]:
+    declared = set(declared_extensions(target.plugin))
+    findings = []
+    for number, statement in enumerate(target.revision.own, start=1):
+        for name in sql_scan.analyze(statement.sql).extensions:
+            if name in declared:
+                continue
+            findings.append(Finding(
+                plugin=target.plugin.name, revision=target.revision.revision,
+                file=target.revision.path, statement=number, sql=statement.sql,
+                rule=UNDECLARED_EXTENSION, source="migrator", object=f"extension {name}",
+                message=f"the revision creates extension {name!r}, which plugin "
+                        f"{target.plugin.name!r} does not declare; run in the plugin's "
+                        "search_path, it would land in the plugin's schema, out of the other "
+                        "plugins' reach",
+                help=f'declare it in plugin.toml (extensions = ["{name}"]): migrator creates '
+                     "it in public before the plugin's revisions; then drop the statement"))
     return findings
 
 

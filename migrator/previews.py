@@ -4,16 +4,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from migrator import graph
 from migrator.commands import (
     check_downgrade_reachable,
+    connection,
     downgrade_destination,
     plugin_named,
     plugins,
     read_plan,
     refuse_without_cascade,
+    require_database,
     require_single_heads,
     select,
 )
@@ -108,14 +111,31 @@ def downgrade_dry_run(settings: Settings, name: str, to: str, *, cascade: bool =
                    (items[name], destination)], lock_timeout=settings.lock_timeout)
 
 
-def lint(settings: Settings, names: Sequence[str] = ()) -> Any:
-    """`lint`: squawk and migrator's isolation rules over every revision's rendered SQL; no
-    database. Returns a `lint.Report`."""
+def lint(settings: Settings, names: Sequence[str] = (), *, pending: bool = False,
+         baseline: Path | None = None) -> Any:
+    """`lint`: squawk and migrator's own rules over the revisions' rendered SQL (with
+    `pending`, only those the database has not applied: that needs it; otherwise no
+    database); a `.squawk.toml` in the migrations directory is squawk's; `baseline` accepts
+    known findings. Returns a `lint.Report`."""
     from migrator import lint as linting
 
     found = plugins(settings)
-    return linting.run(select(found, names, with_dependencies=False), found,
-                       lock_timeout=settings.lock_timeout)
+    selected = select(found, names, with_dependencies=False)
+    plans = None
+    if pending:
+        require_database(settings)
+        with connection(settings) as conn:
+            plans = read_plan(conn, selected).plugins
+    return linting.run(selected, found, lock_timeout=settings.lock_timeout, plans=plans,
+                       squawk_config=linting.squawk_config_in(settings.migrations_dir),
+                       baseline=baseline)
+
+
+def write_lint_baseline(report: Any, path: Path) -> int:
+    """`lint --write-baseline`: accept the report's findings; how many were written."""
+    from migrator import lint as linting
+
+    return linting.write_baseline(path, report.findings)
 
 
 def lint_findings(report: Any) -> None:

@@ -22,6 +22,7 @@ from migrator.config import Settings
 from migrator.plan import Plan, PluginPlan
 from migrator.sql_output import (
     BACKFILL,
+    UNRENDERABLE,
     RenderedPlugin,
     RenderedRevision,
     Statement,
@@ -174,8 +175,10 @@ def _notes(conn: psycopg.Connection[Any], rendered: Sequence[RenderedPlugin]
             for index, statement in enumerate(revision.statements):
                 if not statement.own:
                     continue
-                analysis = sql_scan.analyze(statement.sql) if statement.kind != BACKFILL \
-                    else sql_scan.Analysis(verb="BACKFILL", known=True)
+                if statement.kind in (BACKFILL, UNRENDERABLE):
+                    analysis = sql_scan.Analysis(verb=statement.kind.upper(), known=True)
+                else:
+                    analysis = sql_scan.analyze(statement.sql)
                 analyses[(plugin.plugin.name, revision.revision, index)] = (
                     plugin, statement, analysis)
                 names = [lock.relation for lock in analysis.locks]

@@ -8,6 +8,7 @@ from typing import Any
 
 from migrator.review import Note, Review
 from migrator.sql_output import (
+    UNRENDERABLE,
     UP,
     RenderedPlugin,
     RenderedRevision,
@@ -49,8 +50,8 @@ def format_text(review: Review) -> str:
 
     def annotate(plugin: RenderedPlugin, revision: RenderedRevision, index: int,
                  statement: Statement) -> list[str]:
-        if not statement.own:
-            return []
+        if not statement.own or statement.kind == UNRENDERABLE:
+            return []  # its own comment says why it cannot be shown
         note = review.note(plugin, revision, index)
         if note is None:
             return []
@@ -100,7 +101,9 @@ def format_markdown(review: Review) -> str:
         for revision in plugin.revisions:
             lines += ["", f"**{_code(revision.revision)}** {_escape(revision.message)} — "
                           f"`{revision.file}`, "
-                          + ("one transaction" if revision.transaction == "transactional"
+                          + (f"**cannot be shown offline**: {_escape(revision.unrenderable)}"
+                             if revision.unrenderable is not None
+                             else "one transaction" if revision.transaction == "transactional"
                              else "autocommit block (outside a transaction)"), "",
                       "| # | statement | locks | rows (est.) |", "|---:|---|---|---|"]
             number = 0
@@ -134,6 +137,8 @@ def _backfill_rows(note: Note) -> str:
 
 
 def _summary(statement: Statement) -> str:
+    if statement.kind == UNRENDERABLE:
+        return "(stops the script: apply this revision with migrator)"
     if statement.backfill is not None:
         spec = statement.backfill
         return f"backfill `{spec['name']}` on `{spec['table']}`"
@@ -146,6 +151,8 @@ def _summary(statement: Statement) -> str:
 def _locks_cell(note: Note | None) -> str:
     if note is not None and note.verb == "BACKFILL":
         return "ROW EXCLUSIVE per batch (one short transaction each)"
+    if note is not None and note.verb == "UNRENDERABLE":
+        return "not known: cannot be shown offline"
     if note is None or not note.locks:
         if note is not None and not note.known:
             return f"not known ({_escape(note.verb)})"

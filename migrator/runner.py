@@ -315,7 +315,7 @@ class Runner:
         """The plugin's schema, version table, declared extensions and (--isolate-roles) its
         role, ownership and grants: in one transaction, as the login role, under the lock."""
         with db.guarded(), session.autocommit() as conn, conn.transaction():
-            conn.execute(sql.SQL("; ").join(setup_statements(plugin)))
+            conn.execute(sql.SQL("; ").join(db.plugin_setup(plugin)))
             if self.settings.isolate_roles:
                 from migrator import roles
 
@@ -353,22 +353,6 @@ class Runner:
         except (psycopg.Error, MigratorError) as exc:
             self.log.warning("history.record_failed", plugin=attempt.plugin,
                              revision=attempt.revision, error=first_line(exc))
-
-
-def setup_statements(plugin: Plugin) -> list[sql.Composable]:
-    """What migrator runs for a plugin before its revisions (`--sql` renders the same): its
-    schema, its version table (Alembic's DDL, created here so that each revision's transaction
-    holds that revision's work and nothing else) and its declared extensions, in `public`."""
-    statements: list[sql.Composable] = [
-        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(plugin.schema)),
-        sql.SQL("CREATE TABLE IF NOT EXISTS {} (version_num VARCHAR(32) NOT NULL, "
-                "CONSTRAINT {} PRIMARY KEY (version_num))").format(
-                    db.version_table(plugin),
-                    sql.Identifier(f"{getattr(plugin, 'version_table', db.VERSION_TABLE)}_pkc")),
-    ]
-    statements += [sql.SQL("CREATE EXTENSION IF NOT EXISTS {} SCHEMA public").format(
-        sql.Identifier(name)) for name in getattr(plugin, "extensions", ())]
-    return statements
 
 
 def _label(revisions: tuple[str, ...]) -> str | None:

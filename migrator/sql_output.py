@@ -21,8 +21,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from psycopg import sql
+
 from migrator import __version__, locking, records
 from migrator.discovery import Plugin
+from migrator.logs import first_line
 from migrator.plan import PluginPlan
 
 if TYPE_CHECKING:
@@ -36,7 +39,8 @@ SETUP = "setup"  # migrator's own, around the revisions
 BEGIN = "begin"
 COMMIT = "commit"
 REVISION = "revision"  # the revision's own statement
-BACKFILL = "backfill"  # migrator.backfill(), rendered as a commented batch statement
+BACKFILL = "backfill"  # migrator.backfill(), rendered as a DO block committing per batch
+UNRENDERABLE = "unrenderable"  # a revision with no offline form: a comment and a stop
 STAMP = "stamp"  # the version table row
 HISTORY = "history"  # the migrator.history row
 TRANSACTIONAL = "transactional"
@@ -53,7 +57,7 @@ class Statement:
     @property
     def own(self) -> bool:
         """Written by the revision (as opposed to migrator's stamp, history row, BEGIN...)."""
-        return self.kind in (REVISION, BACKFILL)
+        return self.kind in (REVISION, BACKFILL, UNRENDERABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,7 @@ class RenderedRevision:
     file: str  # the file name alone
     message: str
     statements: tuple[Statement, ...]
+    unrenderable: str | None = None  # why it cannot be shown offline ("reads a query's result")
 
     @property
     def own(self) -> tuple[Statement, ...]:
@@ -71,7 +76,10 @@ class RenderedRevision:
     @property
     def transaction(self) -> str:
         """`transactional`, or `autocommit_block` when some statement runs outside the
-        revision's transaction (Alembic's `autocommit_block`, or a backfill)."""
+        revision's transaction (Alembic's `autocommit_block`, or a backfill), or
+        `unrenderable`."""
+        if self.unrenderable is not None:
+            return UNRENDERABLE
         return TRANSACTIONAL if all(s.in_transaction for s in self.own) else AUTOCOMMIT_BLOCK
 
 
@@ -93,6 +101,11 @@ class RenderedPlugin:
     def end_label(self) -> str:
         return ",".join(self.end) or "base"
 
+    @property
+    def stops_at(self) -> RenderedRevision | None:
+        """The first revision that cannot be shown offline: an applied script stops there."""
+        return next((r for r in self.revisions if r.unrenderable is not None), None)
+
 
 # -- rendering --------------------------------------------------------------------------------
 
@@ -105,7 +118,7 @@ def render_upgrade(item: PluginPlan, *, lock_timeout: float,
 
     script = script or load_script(item.plugin)
     steps = upgrade_walk(script, item.target, item.current) if item.pending else []
-    return _render(item.plugin, UP, item.current, steps, lock_timeout=lock_timeout)
+    return _render(item.plugin, script, UP, item.current, steps, lock_timeout=lock_timeout)
 
 
 def render_downgrade(plugin: Plugin, *, start: tuple[str, ...], destination: str,
@@ -113,35 +126,45 @@ def render_downgrade(plugin: Plugin, *, start: tuple[str, ...], destination: str
                      ) -> RenderedPlugin:
     """The SQL that reverts `plugin` from `start` to `destination` (a revision, -N, base)."""
     from migrator.scripts import load_script
-
-    script = script or load_script(plugin)
     from migrator.steps import downgrade_walk
 
+    script = script or load_script(plugin)
     steps = downgrade_walk(script, destination, start) if start else []
-    return _render(plugin, DOWN, start, steps, lock_timeout=lock_timeout)
+    return _render(plugin, script, DOWN, start, steps, lock_timeout=lock_timeout)
 
 
-def _render(plugin: Plugin, direction: str, start: tuple[str, ...], steps: list[Any], *,
-            lock_timeout: float) -> RenderedPlugin:
+# What an offline revision sees as `sqlalchemy.url`: there is no database to name.
+OFFLINE_URL = "postgresql+psycopg://offline"
+
+
+def _render(plugin: Plugin, script: ScriptDirectory, direction: str, start: tuple[str, ...],
+            steps: list[Any], *, lock_timeout: float) -> RenderedPlugin:
+    """Alembic's offline mode as `env.py` would run it: an `EnvironmentContext` with the
+    plugin's `Config` (so `context.config` reads work) and `context`/`op` installed."""
     from alembic.operations import Operations
-    from alembic.runtime.migration import MigrationContext
+    from alembic.runtime.environment import EnvironmentContext
 
     from migrator.backfill_spec import RENDER_HOOK
+    from migrator.scripts import alembic_config
 
     recorder = _Recorder(plugin, direction, start, [str(s.revision.revision) for s in steps])
-    ctx = MigrationContext.configure(dialect_name="postgresql", opts={
-        "as_sql": True,
-        "output_buffer": _Discard(),
-        "literal_binds": True,
-        "transaction_per_migration": True,
-        "version_table_schema": plugin.schema,
-        "starting_rev": list(start) or None,
-        "fn": lambda _heads, _ctx: recorder.steps(steps),
-        "on_version_apply": [recorder.on_applied],
-        RENDER_HOOK: recorder.on_backfill,
-    })
+    # Typed loosely by Alembic's stubs (a list of revisions, a buffer, keyword callbacks).
+    hooks: dict[str, Any] = {RENDER_HOOK: recorder.on_backfill, "output_buffer": _Discard(),
+                             "starting_rev": list(start) or None,
+                             "on_version_apply": [recorder.on_applied]}
+    env = EnvironmentContext(alembic_config(plugin, OFFLINE_URL), script)
+    env.configure(
+        dialect_name="postgresql",
+        # The named paramstyle: with the driver's pyformat, literal SQL would double every `%`.
+        dialect_opts={"paramstyle": "named"},
+        as_sql=True, literal_binds=True,
+        transaction_per_migration=True,
+        version_table=getattr(plugin, "version_table", "alembic_version"),
+        version_table_schema=plugin.schema, fn=lambda _heads, _ctx: recorder.steps(steps),
+        **hooks)
+    ctx = env.get_context()
     recorder.attach(ctx)
-    with Operations.context(ctx):
+    with env, Operations.context(ctx):
         ctx.run_migrations()
     return RenderedPlugin(
         plugin=plugin, direction=direction, start=start, end=recorder.end,
@@ -160,10 +183,124 @@ class _Discard:
         pass
 
 
+# -- what cannot be shown offline ---------------------------------------------------------------
+
+
+class Unrenderable(Exception):
+    """What a revision did that has no SQL form without a database (the message says what)."""
+
+
+class _NoResult:
+    """What `op.get_bind().execute(...)` returns offline: the statement is rendered, but there
+    are no rows to read."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise Unrenderable(f"it reads a query's result (.{name}()), which needs a database")
+
+    def __iter__(self) -> Any:
+        raise Unrenderable("it iterates over a query's rows, which needs a database")
+
+
+class _OfflineBind:
+    """`op.get_bind()` offline: statements executed through it are rendered like
+    `op.execute`; reading results, committing or reaching the driver say why they cannot be
+    shown offline. Anything else is Alembic's mock connection's."""
+
+    def __init__(self, mock: Any) -> None:
+        self._mock = mock
+
+    def execute(self, statement: Any, parameters: Any = None, *args: Any, **kwargs: Any) -> Any:
+        for params in (parameters if isinstance(parameters, list) else [parameters]):
+            self._mock.execute(statement.params(params) if params else statement)
+        return _NoResult()
+
+    def exec_driver_sql(self, statement: str, parameters: Any = None, *args: Any,
+                        **kwargs: Any) -> Any:
+        if parameters:
+            raise Unrenderable("it runs driver SQL with parameters (exec_driver_sql)")
+        from sqlalchemy import text
+
+        self._mock.execute(text(statement))
+        return _NoResult()
+
+    def scalar(self, *args: Any, **kwargs: Any) -> Any:
+        raise Unrenderable("it reads a query's result (.scalar()), which needs a database")
+
+    def scalars(self, *args: Any, **kwargs: Any) -> Any:
+        raise Unrenderable("it reads a query's result (.scalars()), which needs a database")
+
+    def commit(self) -> None:
+        raise Unrenderable("it commits the transaction itself (op.get_bind().commit())")
+
+    def rollback(self) -> None:
+        raise Unrenderable("it rolls the transaction back itself (op.get_bind().rollback())")
+
+    def begin(self, *args: Any, **kwargs: Any) -> Any:
+        raise Unrenderable("it manages transactions itself (op.get_bind().begin())")
+
+    begin_nested = begin
+
+    @property
+    def connection(self) -> Any:
+        raise Unrenderable("it uses the driver's connection (op.get_bind().connection)")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._mock, name)
+
+
+def _why(exc: BaseException) -> str:
+    from sqlalchemy.exc import NoInspectionAvailable
+
+    if isinstance(exc, Unrenderable):
+        return str(exc)
+    if isinstance(exc, SystemExit):
+        return f"it calls sys.exit({exc.code!r})"
+    if isinstance(exc, NoInspectionAvailable):
+        return "it introspects the database (sqlalchemy.inspect), which needs a database"
+    return f"it raises {type(exc).__name__} offline: {first_line(exc)}"
+
+
+class _Guarded:
+    """An Alembic step whose migration function never escapes: a revision that cannot be
+    rendered is noted (and rendered as a stop), and the rest of the plugin still renders."""
+
+    def __init__(self, step: Any, recorder: _Recorder) -> None:
+        self._step, self._recorder = step, recorder
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._step, name)
+
+    def migration_fn(self, **kwargs: Any) -> None:
+        try:
+            self._step.migration_fn(**kwargs)
+        except (Exception, SystemExit) as exc:  # user code: whatever it raises, offline
+            self._recorder.unrenderable = _why(exc)
+
+
+def unrenderable_statement(plugin: Plugin, revision: str, file: str, why: str,
+                           direction: str = UP) -> str:
+    """A comment saying why, then a statement that stops psql there with an error naming the
+    revision: a script applied by psql never stamps work it did not do."""
+    from migrator.backfill_sql import dollar_quote
+
+    message = (f"migrator: revision {revision} of plugin {plugin.name} cannot be applied from "
+               f"this script ({why}); apply it with: migrator "
+               f"{'upgrade' if direction == UP else 'downgrade'} --plugin {plugin.name}")
+    body = sql.SQL("BEGIN RAISE EXCEPTION '%', {}; END").format(sql.Literal(message))
+    return "\n".join([
+        f"-- migrator: revision {revision} ({file or 'unknown file'}) cannot be shown offline: "
+        f"{why}.",
+        f"-- Apply it with migrator (`migrator {'upgrade' if direction == UP else 'downgrade'}`"
+        "); this script stops here, so nothing "
+        "after it is stamped.",
+        f"DO {dollar_quote(body.as_string(None))};"])
+
+
 class _Recorder:
     """Sits between Alembic's offline rendering and its output: sorts each chunk into a
     `Statement` of the revision being rendered, drops the version table DDL migrator creates
-    beforehand, and adds the history row migrator writes in each revision's transaction."""
+    beforehand, renders backfills as batch loops, and adds the history row migrator writes in
+    each revision's transaction."""
 
     def __init__(self, plugin: Plugin, direction: str, start: tuple[str, ...],
                  ids: list[str]) -> None:
@@ -175,6 +312,7 @@ class _Recorder:
         self.in_transaction = False
         self.kind: str | None = None
         self.pending_backfill: Mapping[str, Any] | None = None
+        self.unrenderable: str | None = None
         self.ctx: MigrationContext | None = None
 
     def attach(self, ctx: MigrationContext) -> None:
@@ -183,23 +321,33 @@ class _Recorder:
         # Instance attributes shadow the methods: Alembic calls both through `ctx.impl`.
         ctx.impl._exec = self.exec_  # type: ignore[method-assign]  # the hook, see docstring
         ctx.impl.static_output = self.output  # type: ignore[method-assign]
+        # `op.get_bind()` and `context.get_bind()` read these.
+        bind = _OfflineBind(ctx.connection)
+        ctx.connection = ctx.impl.connection = bind  # type: ignore[assignment]  # a stand-in
 
     def steps(self, steps: list[Any]) -> Iterator[Any]:
         for step, revision in zip(steps, self.ids, strict=True):
             self._close()
             self.current = revision
-            yield step
+            yield _Guarded(step, self)
         self._close()
 
     def _close(self) -> None:
         if self.current is None:
             return
         found = self.plugin.revision(self.current)
-        path = found.file if found else ""
+        file = found.filename if found else ""
+        statements = _without_empty_transactions(self.statements)
+        if self.unrenderable is not None:
+            statements = [Statement(unrenderable_statement(
+                self.plugin, self.current, file, self.unrenderable, self.direction),
+                UNRENDERABLE, False)]
         self.revisions.append(RenderedRevision(
-            revision=self.current, path=path, file=found.filename if found else "",
-            message=found.message if found else "", statements=tuple(self.statements)))
-        self.current, self.statements = None, []
+            revision=self.current, path=found.file if found else "", file=file,
+            message=found.message if found else "", statements=tuple(statements),
+            unrenderable=self.unrenderable))
+        self.current, self.statements, self.unrenderable = None, [], None
+        self.pending_backfill = None
 
     def exec_(self, construct: Any, *args: Any, **kwargs: Any) -> Any:
         from sqlalchemy.schema import CreateTable
@@ -230,20 +378,28 @@ class _Recorder:
                 kind = REVISION
         backfill = None
         if kind == REVISION and self.pending_backfill is not None:
+            from migrator.backfill_sql import render_offline
+
             kind, backfill, self.pending_backfill = BACKFILL, self.pending_backfill, None
+            assert self.current is not None
+            text = render_offline(backfill, plugin=self.plugin.name, revision=self.current)
         in_transaction = self.in_transaction or kind == COMMIT
         self.statements.append(Statement(text, kind, in_transaction, backfill))
 
     def on_backfill(self, description: Mapping[str, Any]) -> None:
+        if description.get("transform") is not None:
+            raise Unrenderable(
+                f"its backfill {description.get('name')!r} uses transform="
+                f"{description.get('transform')}, a Python function with no SQL form")
         self.pending_backfill = description
 
     def on_applied(self, *, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
         """Alembic callback after each version stamp: add the history row, as runner.py does."""
-        self.end = tuple(sorted(heads))
         revision = self.current
         assert revision is not None
-        from migrator.scripts import revision_checksum
-
+        self.end = tuple(sorted(heads))  # where the revisions lead (the script may stop before)
+        if self.unrenderable is not None:
+            return  # rendered as a stop: nothing of it is stamped
         found = self.plugin.revision(revision)
         self.statements.append(Statement(
             _history_insert(self.plugin, revision, self.direction,
@@ -252,6 +408,25 @@ class _Recorder:
         if revision == self.ids[-1]:
             # runner.py: earlier commits skip the WAL flush, the last one waits for it.
             self.statements.append(Statement("SET LOCAL synchronous_commit TO on;", SETUP, True))
+
+
+def _without_empty_transactions(statements: list[Statement]) -> list[Statement]:
+    """Drop each BEGIN directly followed by its COMMIT (a revision that emits nothing, or one
+    whose work all runs in an autocommit block)."""
+    kept: list[Statement] = []
+    for statement in statements:
+        if statement.kind == COMMIT and kept and kept[-1].kind == BEGIN:
+            kept.pop()
+            continue
+        kept.append(statement)
+    return kept
+
+
+def revision_checksum(plugin: Plugin, revision: str) -> str | None:
+    """The checksum migrator records for a revision file (the one place this module gets it)."""
+    from migrator.scripts import revision_checksum as checksum
+
+    return checksum(plugin, revision)
 
 
 # -- migrator's own statements -----------------------------------------------------------------
@@ -269,15 +444,16 @@ def _quote(identifier: str) -> str:
 
 
 def _setup(plugin: Plugin, lock_timeout: float) -> list[Statement]:
-    """The advisory lock runner.py holds, then its `session_setup` statements."""
-    from migrator.db import session_settings
-    from migrator.runner import setup_statements
+    """The advisory lock migrator holds, then its session settings and the plugin's schema,
+    version table and declared extensions (what the run creates before the revisions)."""
+    from migrator.db import plugin_setup, session_settings
 
     statements = [*session_settings(plugin.schema, lock_timeout=lock_timeout),
-                  *setup_statements(plugin)]
+                  *plugin_setup(plugin)]
     return [Statement(f"SELECT pg_advisory_lock({locking.plugin_key(plugin.name)});", SETUP,
                       False),
-            *(Statement(statement.as_string() + ";", SETUP, False) for statement in statements)]
+            *(Statement(statement.as_string(None) + ";", SETUP, False)
+              for statement in statements)]
 
 
 def _history_insert(plugin: Plugin, revision: str, direction: str, checksum: str | None) -> str:

@@ -13,6 +13,7 @@ Lock levels follow PostgreSQL's documentation ("Explicit Locking", and each comm
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -67,6 +68,7 @@ class Analysis:
     schemas: tuple[str, ...] = ()  # schemas created, altered, granted on or moved into
     dropped_schemas: tuple[str, ...] = ()
     sets_search_path: bool = False
+    extensions: tuple[str, ...] = ()  # extensions created
 
 
 # -- statements -----------------------------------------------------------------------------
@@ -86,7 +88,8 @@ def analyze(text: str) -> Analysis:
         references=tuple(n for p in parts for n in p.references),
         schemas=tuple(s for p in parts for s in p.schemas),
         dropped_schemas=tuple(s for p in parts for s in p.dropped_schemas),
-        sets_search_path=any(p.sets_search_path for p in parts))
+        sets_search_path=any(p.sets_search_path for p in parts),
+        extensions=tuple(e for p in parts for e in p.extensions))
 
 
 @dataclass(slots=True)
@@ -99,6 +102,7 @@ class _Found:
     schemas: list[str] = field(default_factory=list)
     dropped_schemas: list[str] = field(default_factory=list)
     sets_search_path: bool = False
+    extensions: list[str] = field(default_factory=list)
 
     def lock(self, mode: str, name: Name | None, *, new: bool = False, index: bool = False,
              change: bool = True) -> None:
@@ -118,7 +122,8 @@ class _Found:
         return Analysis(verb=self.verb, known=self.known, locks=tuple(self.locks),
                         changes=tuple(self.changes), references=tuple(self.references),
                         schemas=tuple(self.schemas), dropped_schemas=tuple(self.dropped_schemas),
-                        sets_search_path=self.sets_search_path)
+                        sets_search_path=self.sets_search_path,
+                        extensions=tuple(self.extensions))
 
 
 _OBJECT_KINDS = (
@@ -193,7 +198,9 @@ def _create(cursor: Cursor, tokens: list[Token]) -> Analysis:
         if schema is not None:
             found.schemas.append(schema.name)
     elif kind == "extension":
-        cursor.name()
+        extension = cursor.name()
+        if extension is not None:
+            found.extensions.append(extension.name)
         cursor.accept("with")
         if cursor.accept("schema") and (schema := cursor.name()) is not None:
             found.schemas.append(schema.name)
@@ -373,6 +380,46 @@ def _other(first: str, cursor: Cursor) -> Analysis:
         _ = cursor.accept("session") or cursor.accept("local")
         found.sets_search_path = cursor.accept("search_path")
     return found.freeze()
+
+
+_SPAN_OBJECTS = (
+    (re.compile(r"\bALTER\s+COLUMN\s+(?P<name>\"(?:[^\"]|\"\")+\"|[\w$]+)", re.I), "column"),
+    (re.compile(r"\bCONSTRAINT\s+(?P<name>\"(?:[^\"]|\"\")+\"|[\w$]+)", re.I), "constraint"),
+    (re.compile(r"\bADD\s+(?:COLUMN\s+)?(?:IF\s+NOT\s+EXISTS\s+)?"
+                r"(?P<name>\"(?:[^\"]|\"\")+\"|[\w$]+)", re.I), "column"),
+    (re.compile(r"\bINDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?"
+                r"(?P<name>\"(?:[^\"]|\"\")+\"|[\w$.]+)\s+ON\b", re.I), "index"),
+    (re.compile(r"\bDROP\s+COLUMN\s+(?:IF\s+EXISTS\s+)?(?P<name>\"(?:[^\"]|\"\")+\"|[\w$]+)",
+                re.I), "column"),
+)
+
+
+def object_named(statement: str, span: str | None = None) -> str | None:
+    """The object a finding is about, e.g. `column orders.region`, `constraint fk on orders`,
+    `index ix on orders`, `schema legacy`, `extension citext`, else the table the statement
+    changes; `span` is the part of the statement the finding points at, when known."""
+    found = analyze(statement)
+    table = next((str(n) for n in found.changes), None) or next(
+        (str(lock.relation) for lock in found.locks), None)
+    if found.extensions:
+        return f"extension {found.extensions[0]}"
+    if found.dropped_schemas:
+        return f"schema {found.dropped_schemas[0]}"
+    for text in (span, statement):
+        if not text:
+            continue
+        for pattern, kind in _SPAN_OBJECTS:
+            match = pattern.search(text)
+            if match is None or match.group("name").upper() in ("CONSTRAINT", "COLUMN"):
+                continue
+            name = match.group("name").strip('"')
+            if kind == "column" and match.group("name").upper() in ("PRIMARY", "UNIQUE",
+                                                                      "FOREIGN", "CHECK"):
+                continue
+            if kind == "column":
+                return f"column {table}.{name}" if table else f"column {name}"
+            return f"{kind} {name} on {table}" if table else f"{kind} {name}"
+    return f"table {table}" if table else None
 
 
 def _qualified_parts(cursor: Cursor, name: Name) -> list[str]:

@@ -60,6 +60,8 @@ def _format_plugin(rendered: RenderedPlugin, annotate: Annotate | None) -> list[
              f"{rendered.end_label}, {count} revision{'' if count == 1 else 's'} "
              f"{'to apply' if rendered.direction == UP else 'to revert'}",
              f"-- Depends on: {', '.join(plugin.depends_on) or 'nothing'}",
+             *([f"-- Stops at revision {rendered.stops_at.revision}: it cannot be shown "
+                "offline; apply the plugin with migrator"] if rendered.stops_at else []),
              _RULE]
     if not rendered.revisions:
         return [*lines, "-- Nothing to do.", ""]
@@ -84,6 +86,8 @@ def _format_plugin(rendered: RenderedPlugin, annotate: Annotate | None) -> list[
 
 
 def _transaction_text(revision: RenderedRevision) -> str:
+    if revision.unrenderable is not None:
+        return "cannot be shown offline (below); the script stops there"
     if revision.transaction == TRANSACTIONAL:
         return "one transaction, with its version stamp and history row"
     outside = sum(1 for s in revision.own if not s.in_transaction)

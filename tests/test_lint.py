@@ -4,14 +4,16 @@ each finding mapped back to plugin, revision file and statement; exit 5 on findi
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import settings_for
 
-from migrator import discovery, lint, previews
+from migrator import discovery, lint, previews, runs
 from migrator.config import Settings
-from migrator.errors import FindingsReported
+from migrator.errors import ConfigError, FindingsReported
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_PLATFORM = REPO_ROOT / "plugin_migrations"
@@ -26,8 +28,9 @@ def findings_by_file(report: lint.Report) -> dict[str, list[tuple[int | None, st
 def test_lint_flags_the_classic_hazards(tree: Any) -> None:
     """A NOT NULL column without default, CREATE INDEX without CONCURRENTLY, a validated
     foreign key, a column type change, DDL in another plugin's schema, a reference to a plugin
-    not depended on, DROP SCHEMA, and a reasonless opt-out are each found, with their plugin,
-    revision file and statement; the table created and indexed in one revision is not."""
+    not depended on, DROP SCHEMA, and a reasonless opt-out are each found once, with their
+    plugin, revision file, statement and object (rules reporting one problem twice merged);
+    the table created and indexed in one revision is not."""
     trees = tree("lint_hazards")
     report = previews.lint(Settings(migrations_dir=trees))
 
@@ -35,11 +38,10 @@ def test_lint_flags_the_classic_hazards(tree: Any) -> None:
     assert findings_by_file(report) == {
         "0002_add_required_region.py": [(1, "adding-required-field")],
         "0003_index_region.py": [(1, "require-concurrent-index-creation")],
-        "0004_reference_accounts.py": [(1, "constraint-missing-not-valid"),
-                                       (1, "adding-foreign-key-constraint")],
+        "0004_reference_accounts.py": [(1, "adding-foreign-key-constraint")],
         "0005_amount_to_decimal.py": [(1, "changing-column-type")],
         "0006_change_core.py": [(1, "migrator-cross-schema"), (2, "migrator-cross-schema")],
-        "0007_drop_legacy_schema.py": [(1, "ban-drop-schema"), (1, "migrator-drop-schema")],
+        "0007_drop_legacy_schema.py": [(1, "migrator-drop-schema")],
         "0008_unreasoned_opt_out.py": [(None, "migrator-opt-out-needs-reason"),
                                        (1, "require-concurrent-index-creation")],
     }
@@ -48,6 +50,14 @@ def test_lint_flags_the_classic_hazards(tree: Any) -> None:
     assert (required.plugin, required.revision, required.source) == ("shop", "5a0700000002",
                                                                      "squawk")
     assert required.sql == "ALTER TABLE orders ADD COLUMN region TEXT NOT NULL;"
+    assert required.object == "column orders.region"
+    foreign_key = by_rule[("0004_reference_accounts.py", "adding-foreign-key-constraint")]
+    assert foreign_key.object == "constraint fk_orders_account_id on orders"
+    assert foreign_key.also == ("constraint-missing-not-valid",)
+    drop = by_rule[("0007_drop_legacy_schema.py", "migrator-drop-schema")]
+    assert (drop.object, drop.also) == ("schema legacy", ("ban-drop-schema",))
+    assert by_rule[("0003_index_region.py", "require-concurrent-index-creation")].object == (
+        "index ix_orders_region on orders")
     cross = [f for f in report.findings if f.rule == "migrator-cross-schema"]
     assert cross[0].message == ("ALTER TABLE names core.accounts, outside the plugin's schema "
                                 "'shop'")
@@ -55,7 +65,7 @@ def test_lint_flags_the_classic_hazards(tree: Any) -> None:
     # core is a dependency of shop: referencing it is no isolation finding.
     assert not any(f.rule.startswith("migrator-") for f in report.findings
                    if Path(f.file).name == "0004_reference_accounts.py")
-    with pytest.raises(FindingsReported, match=r"lint: 11 finding\(s\) in 7 revision\(s\)"):
+    with pytest.raises(FindingsReported, match=r"lint: 9 finding\(s\) in 7 revision\(s\)"):
         previews.lint_findings(report)
 
 
@@ -75,14 +85,19 @@ def test_lint_passes_safe_revisions_and_honours_reasoned_opt_outs(tree: Any) -> 
 
 
 def test_the_example_platform_lints_clean(run_cli: Any) -> None:
-    """plugin_migrations/ has no finding; its one opt-out gives its reason."""
+    """plugin_migrations/ has no finding; its one opt-out gives its reason; its Python
+    backfill, which cannot be rendered offline, is skipped and said so."""
     result = run_cli("--migrations-dir", EXAMPLE_PLATFORM, "lint", "--format", "json")
 
     assert result.returncode == 0, result.stdout + result.stderr
     document = json.loads(result.stdout)
     assert document["findings"] == []
     assert document["revisions_checked"] == sum(
-        len(p.revisions) for p in discovery.discover(EXAMPLE_PLATFORM, entry_points=False))
+        len(p.revisions) for p in discovery.discover(EXAMPLE_PLATFORM, entry_points=False)) - 1
+    [skipped] = document["skipped"]
+    assert (skipped["plugin"], skipped["why"]) == (
+        "panels", "its backfill 'panels_canonical_drug_names' uses transform=canonical_names, a "
+        "Python function with no SQL form")
     assert [(s["plugin"], s["rule"]) for s in document["silenced"]] == [
         ("analysis_results", "constraint-missing-not-valid")]
     assert "require-statement-timeout" in document["excluded_rules"]
@@ -97,19 +112,21 @@ def test_lint_cli_exits_5_and_names_where(tree: Any, run_cli: Any) -> None:
     assert result.returncode == 5, result.stderr
     lines = result.stdout.splitlines()
     region = str(trees / "shop" / "versions" / "0002_add_required_region.py")
-    assert any(line.startswith(f"{region} statement 1: adding-required-field: ")
+    assert any(line.startswith(f"{region} statement 1: adding-required-field "
+                               "(column orders.region): ")
                and line.endswith("[shop 5a0700000002]") for line in lines)
     assert "    ALTER TABLE orders ADD COLUMN region TEXT NOT NULL;" in lines
-    assert lines[-1] == ("lint: 11 finding(s), 0 silenced by a reasoned opt-out; 8 revision(s) "
-                         "of 1 plugin(s) checked")
-    assert "migrator: error: lint: 11 finding(s)" in result.stderr
+    assert lines[-1] == ("lint: 9 finding(s), 0 silenced by a reasoned opt-out, 0 accepted by "
+                         "the baseline; 8 revision(s) of 1 plugin(s) checked, 0 skipped")
+    assert "migrator: error: lint: 9 finding(s)" in result.stderr
 
     as_json = run_cli("--migrations-dir", trees, "lint", "--plugin", "shop", "--format", "json")
     assert as_json.returncode == 5
     document = json.loads(as_json.stdout)
-    assert len(document["findings"]) == 11
+    assert len(document["findings"]) == 9
     assert set(document["findings"][0]) == {"plugin", "revision", "file", "statement", "sql",
-                                            "rule", "source", "message", "help"}
+                                            "rule", "object", "also", "source", "message",
+                                            "help"}
 
 
 def test_opt_out_comments_are_read_with_their_reasons(tmp_path: Path) -> None:
@@ -139,3 +156,108 @@ def test_missing_squawk_is_a_configuration_error(tree: Any, monkeypatch: pytest.
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(lint.ConfigError, match=r"pip install 'migrator\[lint\]'"):
         previews.lint(Settings(migrations_dir=tree("lint_safe")))
+
+
+def add_revision(versions: Path, revision: str, down: str, body: str) -> None:
+    (versions / f"{revision}.py").write_text(
+        f'"""{revision}"""\n\nfrom alembic import op\n\nrevision = "{revision}"\n'
+        f'down_revision = "{down}"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        f"def upgrade() -> None:\n    {body}\n\n\ndef downgrade() -> None:\n    pass\n")
+
+
+def test_baseline_accepts_known_findings_by_fingerprint(tree: Any, run_cli: Any,
+                                                        tmp_path: Path) -> None:
+    """--write-baseline accepts today's findings (exit 0); with --baseline they no longer
+    count, also after edits that move their lines; a new finding still exits 5, alone."""
+    trees = tree("lint_hazards")
+    baseline = tmp_path / "lint-baseline.json"
+    written = run_cli("--migrations-dir", trees, "lint", "--write-baseline", baseline)
+    assert written.returncode == 0, written.stderr
+    assert written.stdout.strip() == f"lint: 9 finding(s) accepted in {baseline}"
+    entries = json.loads(baseline.read_text())["findings"]
+    assert {"plugin": "shop", "revision": "5a0700000002", "rule": "adding-required-field",
+            "object": "column orders.region"} in [
+        {k: e[k] for k in ("plugin", "revision", "rule", "object")} for e in entries]
+
+    region = trees / "shop" / "versions" / "0002_add_required_region.py"
+    region.write_text("# moved down by a comment\n\n" + region.read_text())
+    clean = run_cli("--migrations-dir", trees, "lint", "--baseline", baseline)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert clean.stdout.splitlines()[-1].startswith(
+        "lint: 0 finding(s), 0 silenced by a reasoned opt-out, 9 accepted by the baseline")
+
+    add_revision(trees / "shop" / "versions", "5a0700000009", "5a0700000008",
+                 'op.execute("CREATE INDEX ix_orders_created ON orders (id)")')
+    new = run_cli("--migrations-dir", trees, "lint", "--baseline", baseline, "--format", "json")
+    assert new.returncode == 5
+    [finding] = json.loads(new.stdout)["findings"]
+    assert (finding["revision"], finding["rule"], finding["object"]) == (
+        "5a0700000009", "require-concurrent-index-creation", "index ix_orders_created on orders")
+
+    broken = tmp_path / "broken.json"
+    broken.write_text("[]")
+    refused = run_cli("--migrations-dir", trees, "lint", "--baseline", broken)
+    assert refused.returncode == 2 and "is not a migrator lint baseline" in refused.stderr
+
+
+def test_squawk_toml_in_the_migrations_directory_is_respected(tree: Any) -> None:
+    """A `.squawk.toml` beside the plugin trees is squawk's configuration: a rule it excludes
+    is not reported."""
+    trees = tree("lint_hazards")
+    (trees / ".squawk.toml").write_text('excluded_rules = ["adding-required-field"]\n')
+
+    report = previews.lint(Settings(migrations_dir=trees))
+
+    assert report.squawk_config == str(trees / ".squawk.toml")
+    assert "adding-required-field" not in {f.rule for f in report.findings}
+    assert "require-concurrent-index-creation" in {f.rule for f in report.findings}
+
+
+def test_undeclared_extension_is_a_finding(tree: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`CREATE EXTENSION` in a revision is a finding naming the extension unless the plugin
+    declares it (`extensions = [...]` in plugin.toml)."""
+    trees = tree("lint_safe")
+    versions = trees / "shop" / "versions"
+    head = max(p.name for p in versions.glob("*.py"))
+    down = re.search(r'^revision(?:: str)? = "(\w+)"', (versions / head).read_text(), re.M)
+    assert down is not None
+    add_revision(versions, "5a07e0000001", down.group(1),
+                 'op.execute("CREATE EXTENSION IF NOT EXISTS citext")')
+
+    [finding] = previews.lint(Settings(migrations_dir=trees)).findings
+    assert (finding.rule, finding.object, finding.revision) == (
+        "migrator-undeclared-extension", "extension citext", "5a07e0000001")
+    assert 'extensions = ["citext"]' in (finding.help or "")
+
+    # Until discovery reads `extensions`, lint reads plugin.toml itself.
+    monkeypatch.setattr(discovery, "PLUGIN_TOML_KEYS", (*discovery.PLUGIN_TOML_KEYS,
+                                                         "extensions"))
+    (trees / "shop" / "plugin.toml").write_text('extensions = ["citext"]\n')
+    assert previews.lint(Settings(migrations_dir=trees)).findings == ()
+
+
+def test_unrenderable_revisions_are_skipped_and_named(tree: Any) -> None:
+    """Lint checks every revision it can render and lists the ones it cannot, with why."""
+    report = previews.lint(Settings(migrations_dir=tree("offline_unrenderable")))
+
+    assert report.revisions == 2
+    assert [(s.revision, s.why.split(" (")[0]) for s in report.skipped][:2] == [
+        ("un000002", "it reads a query's result"), ("un000003", "it reads a query's result")]
+    assert len(report.skipped) == 7
+
+
+def test_pending_lints_only_what_the_database_has_not_applied(
+    tree: Any, database_url: str
+) -> None:
+    """--pending reads the current revisions and lints only what a deploy would run."""
+    trees = tree("lint_hazards")
+    settings = settings_for(database_url, trees)
+    runs.upgrade(settings, ["shop"], to="5a0700000002")
+
+    report = previews.lint(settings, ["shop"], pending=True)
+
+    assert report.revisions == 6
+    assert "0002_add_required_region.py" not in findings_by_file(report)
+    assert "0003_index_region.py" in findings_by_file(report)
+    with pytest.raises(ConfigError, match="database"):
+        previews.lint(Settings(migrations_dir=trees), pending=True)

@@ -47,11 +47,12 @@ def sql_of(run_cli: Any, migrations_dir: Path, *args: str, **kwargs: Any) -> str
     return str(result.stdout)
 
 
-def apply_script(url: str, script: str) -> None:
-    """Run a rendered script with psql itself, stopping at the first error."""
+def apply_script(url: str, script: str, *, fails: bool = False) -> str:
+    """Run a rendered script with psql itself, stopping at the first error; its stderr."""
     result = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", "-"],
                             input=script, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
+    assert (result.returncode != 0) == fails, result.stderr
+    return result.stderr
 
 
 def versions(url: str, schema: str) -> list[str]:
@@ -82,13 +83,17 @@ def test_upgrade_sql_needs_no_database(run_cli: Any, platform: Path) -> None:
     assert ("INSERT INTO core.alembic_version (version_num) VALUES ('599d78f5272d')" in text)
     assert ("UPDATE panels.alembic_version SET version_num='f6f7c7c2d5c1' WHERE "
             "panels.alembic_version.version_num = '7c3aa4ddbdb2';") in text
-    # One history row per revision, through migrator.record_attempt as a run records it.
-    assert text.count("SELECT migrator.record_attempt(") == TOTAL
+    # One history row per revision, through migrator.record_attempt, but none for panels'
+    # Python backfill, which cannot be shown offline.
+    assert text.count("SELECT migrator.record_attempt(") == TOTAL - 1
+    assert f"-- Stops at revision {PANELS[-1]}: it cannot be shown offline" in text
     assert "transaction: one transaction, with its version stamp and history row" in text
     # panels' indexes are built concurrently, outside the revision's transaction.
     indexes = text[text.index("-- Revision 7c3aa4ddbdb2"):text.index("-- Revision f6f7c7c2d5c1")]
     assert "transaction: autocommit block (5 statements outside a transaction" in indexes
-    assert indexes.index("COMMIT;\nCREATE INDEX CONCURRENTLY IF NOT EXISTS ix_panels_experiment_id"
+    # No empty BEGIN/COMMIT pair before them: they run outside any transaction block.
+    assert "BEGIN;\nCOMMIT;" not in text
+    assert indexes.index("---\nCREATE INDEX CONCURRENTLY IF NOT EXISTS ix_panels_experiment_id"
                          ) < indexes.index("BEGIN;\nUPDATE panels.alembic_version")
 
 
@@ -145,23 +150,23 @@ def test_from_renders_only_the_revisions_after_it(run_cli: Any, platform: Path) 
     assert not_sql.returncode == 2 and "go with --sql" in not_sql.stderr
 
 
-def test_rendered_script_does_what_upgrade_does_and_stops_at_a_python_backfill(
-    database_url: str, platform: Path,
-) -> None:
-    """The --sql script, run by psql, leaves the database where `migrator upgrade` would, a
-    history row per revision, up to the example's Python-transform backfill: that one has no
-    SQL form, so the script stops there with an error naming it, and nothing after it — not
-    its stamp — is applied. `migrator upgrade` then finishes the job."""
+def test_rendered_script_does_what_upgrade_does(database_url: str, platform: Path) -> None:
+    """The --sql script, run in one session like `psql -f`, does what `migrator upgrade`
+    would up to panels' Python backfill, which it cannot show: psql stops there with an error
+    naming it, nothing of it stamped; `migrator upgrade` then finishes, and every plugin is at
+    head with a history row per revision and `status --check` satisfied."""
     rendered = previews.upgrade_sql(offline(platform))
-    script = format_script(rendered, ScriptHeader("test"))
-    result = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database_url,
-                             "-f", "-"], input=script, capture_output=True, text=True,
-                            check=False)
-    assert result.returncode != 0
-    assert "panels_canonical_drug_names" in result.stderr and "Python function" in result.stderr
+    stderr = apply_script(database_url, format_script(rendered, ScriptHeader("test")),
+                          fails=True)
+    assert (f"ERROR:  migrator: revision {PANELS[-1]} of plugin panels cannot be applied from "
+            "this script (its backfill 'panels_canonical_drug_names' uses transform=") in stderr
+    assert versions(database_url, "panels") == [PANELS[-2]]
 
-    python_backfill = PANELS.index("02adf31fccf3")
-    assert versions(database_url, "panels") == [PANELS[python_backfill - 1]]
+    settings = Settings(database_url=DatabaseUrl.parse(database_url, source="test"),
+                        migrations_dir=platform, connect_timeout=10)
+    runs.upgrade(settings)
+    assert not commands.status(settings).needs_attention
+    assert versions(database_url, "panels") == [PANELS[-1]]
     with psycopg.connect(database_url) as conn:
         rows = conn.execute("SELECT plugin, revision, direction, applied_by, outcome "
                             "FROM migrator.history ORDER BY id").fetchall()
@@ -169,16 +174,11 @@ def test_rendered_script_does_what_upgrade_does_and_stops_at_a_python_backfill(
             "SELECT indexname FROM pg_indexes WHERE schemaname = 'panels'").fetchall()}
     assert [(r[0], r[1]) for r in rows] == (
         [("core", r) for r in CORE] + [("analysis_results", r) for r in RESULTS]
-        + [("panels", r) for r in PANELS[:python_backfill]])
+        + [("panels", r) for r in PANELS])
     assert {(r[2], r[4]) for r in rows} == {("up", "applied")}
     assert rows[0][3].startswith("sql script (")
+    assert rows[-1][3] != rows[0][3]  # the last one applied by migrator, not the script
     assert "uq_panels_experiment_id_name" in indexes
-
-    settings = Settings(database_url=DatabaseUrl.parse(database_url, source="test"),
-                        migrations_dir=platform, connect_timeout=10)
-    runs.upgrade(settings)
-    assert not commands.status(settings).needs_attention
-    assert versions(database_url, "panels") == [PANELS[-1]]
 
 
 def test_revisions_are_data_with_kinds_and_transaction_modes(platform: Path) -> None:
@@ -202,11 +202,12 @@ def test_revisions_are_data_with_kinds_and_transaction_modes(platform: Path) -> 
     assert panels.start == () and panels.end == (PANELS[-1],)
 
 
-def test_backfill_renders_as_a_commented_batch_outside_the_transaction(
+def test_backfill_renders_as_a_batch_loop_outside_the_transaction(
     tree: Any, run_cli: Any
 ) -> None:
-    """A backfill revision renders its batch statement between COMMIT and BEGIN (migrator
-    runs it outside the transaction), marked as a backfill with its specification."""
+    """A backfill revision renders as a DO block looping over batches, outside any
+    transaction block (no empty BEGIN/COMMIT before it), before the stamp's transaction,
+    marked as a backfill with its specification."""
     trees = tree("sql_backfill")
     [catalog] = previews.upgrade_sql(offline(trees))
     backfill = catalog.revisions[1]
@@ -217,9 +218,13 @@ def test_backfill_renders_as_a_commented_batch_outside_the_transaction(
     assert (statement.backfill["table"], statement.backfill["set"],
             statement.backfill["batch_size"]) == ("items", "name_upper = upper(name)", 500)
     text = sql_of(run_cli, trees, "upgrade", "--sql")
-    assert ("COMMIT;\n-- migrator backfill 'items' on items: batches of 500 keys in key order "
-            "(id), one COMMIT per batch.") in text
-    assert text.index("DO $migrator_backfill$") < text.index("UPDATE catalog.alembic_version")
+    loop = text[text.index("-- migrator backfill 'items'"):]
+    assert loop.startswith("-- migrator backfill 'items' on \"items\": every row up to the "
+                           "largest key present when it starts, in key order (\"id\"), batches "
+                           "of 500, one transaction (COMMIT) per batch")
+    assert "\nDO $migrator$\n" in loop and "LIMIT 500" in loop and "        COMMIT;\n" in loop
+    assert loop.index("$migrator$;\nBEGIN;\nUPDATE catalog.alembic_version") > 0
+    assert "BEGIN;\nCOMMIT;" not in text
 
 
 def test_downgrade_sql_reverts_from_the_head_offline(
