@@ -28,6 +28,7 @@ from migrator.cli_support import (
     Retries,
     Sql,
     emit_json,
+    emit_lint,
     emit_review,
     emit_sql,
     handled,
@@ -247,27 +248,7 @@ def lint_command(ctx: typer.Context, plugin: Plugins = None,
         count = previews.write_lint_baseline(report, write_baseline)
         typer.echo(f"lint: {count} finding(s) accepted in {write_baseline}")
         return
-    if output is Format.json:
-        emit_json(report.as_dict())
-    else:
-        for finding in report.findings:
-            where = finding.file + (f" statement {finding.statement}"
-                                    if finding.statement else "")
-            what = f" ({finding.object})" if finding.object else ""
-            typer.echo(f"{where}: {finding.rule}{what}: {finding.message} "
-                       f"[{finding.plugin} {finding.revision}]")
-            if finding.sql:
-                first = " ".join(finding.sql.split())
-                typer.echo(f"    {first[:117] + '...' if len(first) > 120 else first}")
-            if finding.help:
-                typer.echo(f"    help: {finding.help}")
-        for skipped in report.skipped:
-            typer.echo(f"{skipped.file}: skipped, cannot be shown offline: {skipped.why} "
-                       f"[{skipped.plugin} {skipped.revision}]")
-        typer.echo(f"lint: {len(report.findings)} finding(s), {len(report.silenced)} silenced "
-                   f"by a reasoned opt-out, {len(report.baselined)} accepted by the baseline; "
-                   f"{report.revisions} revision(s) of {len(report.plugins)} plugin(s) checked, "
-                   f"{len(report.skipped)} skipped")
+    emit_lint(report, output)
     previews.lint_findings(report)
 
 

@@ -16,17 +16,17 @@ The history row's values that only exist when it runs are SQL expressions evalua
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
-from migrator import __version__, locking, records
+from migrator import locking
 from migrator.discovery import Plugin
-from migrator.logs import first_line
 from migrator.plan import PluginPlan
+from migrator.sql_offline import Guarded, OfflineBind, Unrenderable
+from migrator.sql_records import history_insert, setup_sql
 
 if TYPE_CHECKING:
     from alembic.runtime.migration import MigrationContext
@@ -168,7 +168,8 @@ def _render(plugin: Plugin, script: ScriptDirectory, direction: str, start: tupl
         ctx.run_migrations()
     return RenderedPlugin(
         plugin=plugin, direction=direction, start=start, end=recorder.end,
-        setup=tuple(_setup(plugin, lock_timeout)), revisions=tuple(recorder.revisions),
+        setup=tuple(Statement(text, SETUP, False) for text in setup_sql(plugin, lock_timeout)),
+        revisions=tuple(recorder.revisions),
         teardown=(Statement(f"SELECT pg_advisory_unlock({locking.plugin_key(plugin.name)});",
                             SETUP, False),))
 
@@ -183,105 +184,11 @@ class _Discard:
         pass
 
 
-# -- what cannot be shown offline ---------------------------------------------------------------
-
-
-class Unrenderable(Exception):
-    """What a revision did that has no SQL form without a database (the message says what)."""
-
-
-class _NoResult:
-    """What `op.get_bind().execute(...)` returns offline: the statement is rendered, but there
-    are no rows to read."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise Unrenderable(f"it reads a query's result (.{name}()), which needs a database")
-
-    def __iter__(self) -> Any:
-        raise Unrenderable("it iterates over a query's rows, which needs a database")
-
-
-class _OfflineBind:
-    """`op.get_bind()` offline: statements executed through it are rendered like
-    `op.execute`; reading results, committing or reaching the driver say why they cannot be
-    shown offline. Anything else is Alembic's mock connection's."""
-
-    def __init__(self, mock: Any) -> None:
-        self._mock = mock
-
-    def execute(self, statement: Any, parameters: Any = None, *args: Any, **kwargs: Any) -> Any:
-        for params in (parameters if isinstance(parameters, list) else [parameters]):
-            self._mock.execute(statement.params(params) if params else statement)
-        return _NoResult()
-
-    def exec_driver_sql(self, statement: str, parameters: Any = None, *args: Any,
-                        **kwargs: Any) -> Any:
-        if parameters:
-            raise Unrenderable("it runs driver SQL with parameters (exec_driver_sql)")
-        from sqlalchemy import text
-
-        self._mock.execute(text(statement))
-        return _NoResult()
-
-    def scalar(self, *args: Any, **kwargs: Any) -> Any:
-        raise Unrenderable("it reads a query's result (.scalar()), which needs a database")
-
-    def scalars(self, *args: Any, **kwargs: Any) -> Any:
-        raise Unrenderable("it reads a query's result (.scalars()), which needs a database")
-
-    def commit(self) -> None:
-        raise Unrenderable("it commits the transaction itself (op.get_bind().commit())")
-
-    def rollback(self) -> None:
-        raise Unrenderable("it rolls the transaction back itself (op.get_bind().rollback())")
-
-    def begin(self, *args: Any, **kwargs: Any) -> Any:
-        raise Unrenderable("it manages transactions itself (op.get_bind().begin())")
-
-    begin_nested = begin
-
-    @property
-    def connection(self) -> Any:
-        raise Unrenderable("it uses the driver's connection (op.get_bind().connection)")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._mock, name)
-
-
-def _why(exc: BaseException) -> str:
-    from sqlalchemy.exc import NoInspectionAvailable
-
-    if isinstance(exc, Unrenderable):
-        return str(exc)
-    if isinstance(exc, SystemExit):
-        return f"it calls sys.exit({exc.code!r})"
-    if isinstance(exc, NoInspectionAvailable):
-        return "it introspects the database (sqlalchemy.inspect), which needs a database"
-    return f"it raises {type(exc).__name__} offline: {first_line(exc)}"
-
-
-class _Guarded:
-    """An Alembic step whose migration function never escapes: a revision that cannot be
-    rendered is noted (and rendered as a stop), and the rest of the plugin still renders."""
-
-    def __init__(self, step: Any, recorder: _Recorder) -> None:
-        self._step, self._recorder = step, recorder
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._step, name)
-
-    def migration_fn(self, **kwargs: Any) -> None:
-        try:
-            self._step.migration_fn(**kwargs)
-        except (Exception, SystemExit) as exc:  # user code: whatever it raises, offline
-            self._recorder.unrenderable = _why(exc)
-
-
 def unrenderable_statement(plugin: Plugin, revision: str, file: str, why: str,
                            direction: str = UP) -> str:
     """A comment saying why, then a statement that stops psql there with an error naming the
     revision: a script applied by psql never stamps work it did not do."""
-    from migrator.backfill_sql import dollar_quote
+    from migrator.backfill_offline import dollar_quote
 
     message = (f"migrator: revision {revision} of plugin {plugin.name} cannot be applied from "
                f"this script ({why}); apply it with: migrator "
@@ -322,14 +229,14 @@ class _Recorder:
         ctx.impl._exec = self.exec_  # type: ignore[method-assign]  # the hook, see docstring
         ctx.impl.static_output = self.output  # type: ignore[method-assign]
         # `op.get_bind()` and `context.get_bind()` read these.
-        bind = _OfflineBind(ctx.connection)
+        bind = OfflineBind(ctx.connection)
         ctx.connection = ctx.impl.connection = bind  # type: ignore[assignment]  # a stand-in
 
     def steps(self, steps: list[Any]) -> Iterator[Any]:
         for step, revision in zip(steps, self.ids, strict=True):
             self._close()
             self.current = revision
-            yield _Guarded(step, self)
+            yield Guarded(step, self)
         self._close()
 
     def _close(self) -> None:
@@ -378,7 +285,7 @@ class _Recorder:
                 kind = REVISION
         backfill = None
         if kind == REVISION and self.pending_backfill is not None:
-            from migrator.backfill_sql import render_offline
+            from migrator.backfill_offline import render_offline
 
             kind, backfill, self.pending_backfill = BACKFILL, self.pending_backfill, None
             assert self.current is not None
@@ -402,7 +309,7 @@ class _Recorder:
             return  # rendered as a stop: nothing of it is stamped
         found = self.plugin.revision(revision)
         self.statements.append(Statement(
-            _history_insert(self.plugin, revision, self.direction,
+            history_insert(self.plugin, revision, self.direction,
                             revision_checksum(self.plugin, revision) if found else None),
             HISTORY, True))
         if revision == self.ids[-1]:
@@ -427,54 +334,3 @@ def revision_checksum(plugin: Plugin, revision: str) -> str | None:
     from migrator.scripts import revision_checksum as checksum
 
     return checksum(plugin, revision)
-
-
-# -- migrator's own statements -----------------------------------------------------------------
-
-
-@functools.cache
-def _dialect() -> Any:
-    from sqlalchemy.dialects.postgresql.base import PGDialect
-
-    return PGDialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it unannotated
-
-
-def _quote(identifier: str) -> str:
-    return str(_dialect().identifier_preparer.quote(identifier))
-
-
-def _setup(plugin: Plugin, lock_timeout: float) -> list[Statement]:
-    """The advisory lock migrator holds, then its session settings and the plugin's schema,
-    version table and declared extensions (what the run creates before the revisions)."""
-    from migrator.db import plugin_setup, session_settings
-
-    statements = [*session_settings(plugin.schema, lock_timeout=lock_timeout),
-                  *plugin_setup(plugin)]
-    return [Statement(f"SELECT pg_advisory_lock({locking.plugin_key(plugin.name)});", SETUP,
-                      False),
-            *(Statement(statement.as_string(None) + ";", SETUP, False)
-              for statement in statements)]
-
-
-def _history_insert(plugin: Plugin, revision: str, direction: str, checksum: str | None) -> str:
-    """The history row of one revision, through `migrator.record_attempt` (the one definition
-    of a history row, as a run records it); the times are the script's own."""
-    from psycopg import sql
-
-    values = [sql.Literal(v) for v in (plugin.name, plugin.schema, revision, direction,
-                                       checksum)]
-    return sql.SQL(
-        "SELECT migrator.record_attempt({}, {}, {}, {}, {}, now(), clock_timestamp(), "
-        "'sql script (' || session_user || ')', {}, 'applied', NULL, NULL);").format(
-            *values, sql.Literal(__version__)).as_string()
-
-
-def records_ddl() -> list[str]:
-    """The `migrator` schema and its tables, as `records.ensure_schema` creates them."""
-    return [_dedent(statement) + ";" for statement in records.ddl()]
-
-
-def _dedent(statement: str) -> str:
-    lines = statement.splitlines()
-    return "\n".join([lines[0], *("    " + line.strip() for line in lines[1:-1]),
-                      *([lines[-1].strip()] if len(lines) > 1 else [])])

@@ -13,8 +13,8 @@ from migrator.sql_output import (
     RenderedPlugin,
     RenderedRevision,
     Statement,
-    records_ddl,
 )
+from migrator.sql_records import records_ddl
 
 # Comment lines to put before a statement: (plugin, revision, index in its statements, statement).
 Annotate = Callable[[RenderedPlugin, RenderedRevision, int, Statement], list[str]]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from helpers import settings_for
 
-from migrator import discovery, lint, previews, runs
+from migrator import discovery, lint, lint_squawk, previews, runs
 from migrator.config import Settings
 from migrator.errors import ConfigError, FindingsReported
 
@@ -152,7 +152,7 @@ def test_opt_out_comments_are_read_with_their_reasons(tmp_path: Path) -> None:
 def test_missing_squawk_is_a_configuration_error(tree: Any, monkeypatch: pytest.MonkeyPatch,
                                                  tmp_path: Path) -> None:
     """Without squawk, lint exits 2 saying how to install it."""
-    monkeypatch.setattr(lint.sysconfig, "get_path", lambda _name: str(tmp_path))
+    monkeypatch.setattr(lint_squawk.sysconfig, "get_path", lambda _name: str(tmp_path))
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(lint.ConfigError, match=r"pip install 'migrator\[lint\]'"):
         previews.lint(Settings(migrations_dir=tree("lint_safe")))
