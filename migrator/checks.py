@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psycopg
 from psycopg import sql
 
-from migrator import connections, db
+from migrator import connections, db, records
 from migrator.config import DatabaseUrl
 from migrator.discovery import Plugin
 from migrator.errors import TreeError
@@ -97,7 +97,7 @@ def run(conn: psycopg.Connection[Any], url: DatabaseUrl, plugins: Sequence[Plugi
     """Every check, in a stable order: per plugin, then orphans, then invalid indexes."""
     orphans = tuple(orphans)
     current = db.read_current_revisions(conn, plugins)
-    applied = _applied_checksums(conn)
+    applied = records.applied_checksums(conn)
     findings: list[Finding] = []
     drift_skipped: list[str] = []
     for plugin in plugins:
@@ -119,23 +119,6 @@ def run(conn: psycopg.Connection[Any], url: DatabaseUrl, plugins: Sequence[Plugi
 
 
 # -- revisions --------------------------------------------------------------------------------
-
-
-def _applied_checksums(conn: psycopg.Connection[Any]) -> dict[str, dict[str, tuple[str, str]]]:
-    """plugin → revision → (checksum, when) of its latest `applied` up or stamp record."""
-    exists = conn.execute("SELECT to_regclass('migrator.history') IS NOT NULL").fetchone()
-    if not exists or not exists[0]:
-        return {}
-    rows = conn.execute(
-        "SELECT DISTINCT ON (plugin, revision) plugin, revision, checksum, "
-        "to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') "
-        "FROM migrator.history WHERE outcome = 'applied' AND direction IN ('up', 'stamp') "
-        "ORDER BY plugin, revision, id DESC").fetchall()
-    found: dict[str, dict[str, tuple[str, str]]] = {}
-    for plugin, revision, checksum, when in rows:
-        if checksum:
-            found.setdefault(plugin, {})[revision] = (checksum, when)
-    return found
 
 
 def _unknown_revisions(plugin: Plugin, revisions: tuple[str, ...]) -> list[Finding]:

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from helpers import error_lines, version_of
+from helpers import error_lines, fetch, version_of
 from treebuilder import Rev, write_plugin
 
 
@@ -64,3 +64,30 @@ def check_status_and_stop(run: Any) -> None:
     after = json.loads(run("embedded", "status", "--json").stdout)
     assert (after["running"], after["initialised"]) == (False, True)
     assert "was not running" in run("embedded", "stop").stdout
+
+
+def test_repair_accepts_an_edited_applied_revision_and_check_is_clean_again(
+    database_url: str, run_cli: Any, cli_env: dict[str, str], tmp_path: Path,
+) -> None:
+    """A comment-only edit is no change at all (normalised checksum); a code edit is found by
+    `check`; `repair` records the file's checksum (a `repair` history row) and `check` is
+    clean again."""
+    root = tmp_path / "plugins"
+    path = write_plugin(root, "edited", [Rev("e1", None, 'op.execute("SELECT 1")')])
+    env = {**cli_env, "MIGRATOR_DATABASE_URL": database_url, "MIGRATOR_MIGRATIONS_DIR": str(root)}
+    assert run_cli("upgrade", env=env).returncode == 0
+    revision = path / "versions" / "0001_e1.py"
+    revision.write_text(revision.read_text() + "\n# a comment only\n")
+    assert run_cli("check", env=env).returncode == 0
+
+    revision.write_text(revision.read_text().replace("SELECT 1", "SELECT 2"))
+    found = run_cli("check", "--format", "json", env=env)
+    assert found.returncode == 5
+    assert [f["kind"] for f in json.loads(found.stdout)["findings"]] == ["changed_revision"]
+
+    repaired = run_cli("repair", "--plugin", "edited", env=env)
+    assert repaired.returncode == 0, repaired.stderr
+    assert "1 revision(s) of edited accepted" in repaired.stdout
+    assert run_cli("check", env=env).returncode == 0
+    assert "repair" in {r[0] for r in fetch(database_url, "SELECT direction FROM "
+                                            "migrator.history WHERE plugin = 'edited'")}
