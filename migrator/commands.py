@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from migrator import checks, connections, db, discovery, graph, records
+from migrator import connections, db, discovery, graph, records
 from migrator.config import Settings
 from migrator.discovery import Plugin
 from migrator.errors import (
@@ -35,6 +35,7 @@ from migrator.plan import (
 )
 
 if TYPE_CHECKING:
+    from migrator import checks
     from migrator.scaffold import NewRevision
 
 TERMINATION_LOG = Path("/dev/termination-log")
@@ -204,6 +205,8 @@ def check(settings: Settings) -> checks.Report:
     found = plugins(settings)
     with connection(settings) as conn:
         conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        from migrator import checks  # alembic and SQLAlchemy: not on the no-op path
+
         return checks.run(conn, db.resolve_url(settings), found, _orphans(conn, found),
                           connect_timeout=settings.connect_timeout)
 
