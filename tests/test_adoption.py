@@ -61,7 +61,8 @@ def test_an_app_built_by_plain_alembic_is_adopted_as_it_stands(
 
     result = run_cli("upgrade", env=env)
     assert result.returncode == 0, result.stderr
-    applied = [json.loads(line) for line in result.stderr.splitlines() if "revision.applied" in line]
+    applied = [json.loads(line) for line in result.stderr.splitlines()
+               if "revision.applied" in line]
     assert [e["revision"] for e in applied] == ["a3"]  # nothing re-run
     assert fetch(database_url, "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' "
                  "AND tablename = 'accounts' AND indexname = 'ix_accounts_email'") != []
