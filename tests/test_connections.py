@@ -134,7 +134,7 @@ def test_an_unreachable_server_is_retried_until_the_connect_timeout_then_exit_4(
 def test_a_read_only_database_exits_2_before_anything_is_written(
     database_url: str, run_cli: Any, cli_env: dict[str, str], tmp_path: Path, platform: Path,
 ) -> None:
-    name = database_url.rsplit("/", 1)[1]
+    name = fetch(database_url, "SELECT current_database()")[0][0]
     fetch(database_url, f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
     result = run_cli("--database-url", database_url, "--migrations-dir", platform, "upgrade",
                      env=cli_env)
@@ -144,7 +144,7 @@ def test_a_read_only_database_exits_2_before_anything_is_written(
 
 
 def test_sessions_are_immune_to_the_servers_idle_timeouts(database_url: str) -> None:
-    name = database_url.rsplit("/", 1)[1]
+    name = fetch(database_url, "SELECT current_database()")[0][0]
     fetch(database_url, f"ALTER DATABASE \"{name}\" SET idle_session_timeout = '1s'")
     fetch(database_url, f"ALTER DATABASE \"{name}\" SET idle_in_transaction_session_timeout "
                         "= '1s'")

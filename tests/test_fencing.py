@@ -124,8 +124,12 @@ def test_any_number_of_signals_ends_in_exit_6_and_an_interrupted_summary(
     """Two SIGTERMs during a long statement: the second cancels it (rolled back), the run
     ends with exit 6 and the outcome `interrupted`, nothing stamped; a rerun applies it."""
     process = start_cli("upgrade", env={**traced, "TEST_SLEEP": "60"})
-    wait_until(lambda: [r[0] for r in trace(database_url)] == ["start"], "in the revision",
-               process)
+    # The revision's long statement is running (a signal before it would find nothing to
+    # cancel): the second signal must cut it short.
+    wait_until(lambda: bool(fetch(database_url, "SELECT 1 FROM pg_stat_activity WHERE "
+                                  "query LIKE 'SELECT pg_sleep(60%%' AND state = 'active' "
+                                  "AND datname = current_database()")),
+               "the revision's statement running", process)
     started = time.monotonic()
     process.send_signal(signal.SIGTERM)
     process.send_signal(signal.SIGTERM)
