@@ -36,7 +36,8 @@ class State:
     batches_done: int
     batch_keys: int = 0  # keys the last batch walked over
     batch_rows: int = 0  # rows the last batch updated
-    estimated_total: int | None = None
+    estimated_total: int | None = None  # the true total when known, else the planner's guess
+    total_rows: int | None = None  # counted when the walk started
     moved: bool = False  # the checkpoint was ahead of what this run last saw
 
 
@@ -55,11 +56,11 @@ def start(conn: psycopg.Connection[Any], plugin: str, revision: str, spec: Backf
             "ON CONFLICT (plugin, revision, name) DO NOTHING").format(_PROGRESS),
             (plugin, revision, spec.name))
         row = conn.execute(sql.SQL(
-            "SELECT status, last_key, upper_key, rows_done, batches_done FROM {} "
+            "SELECT status, last_key, upper_key, rows_done, batches_done, total_rows FROM {} "
             "WHERE plugin = %s AND revision = %s AND name = %s FOR UPDATE").format(_PROGRESS),
             (plugin, revision, spec.name)).fetchone()
         assert row is not None
-        status, last_key, upper_key, rows_done, batches_done = row
+        status, last_key, upper_key, rows_done, batches_done, total_rows = row
         if status in (BackfillStatus.FAILED, BackfillStatus.PAUSED):
             status = BackfillStatus.RUNNING
         if status != BackfillStatus.DONE and upper_key is None:
@@ -69,15 +70,30 @@ def start(conn: psycopg.Connection[Any], plugin: str, revision: str, spec: Backf
                 _key_array(list(keys)), table,
                 sql.SQL(", ").join(sql.SQL("{} DESC").format(k) for k in keys))).fetchone()
             upper_key = found[0] if found else None
-            status = "running" if upper_key is not None else "done"
+            status = BackfillStatus.RUNNING if upper_key is not None else BackfillStatus.DONE
+            # The true total, counted once in the transaction that fixes the walk's bound
+            # (the planner's estimate can be far off after deletes): the progress bar and
+            # `status` show rows done out of it.
+            total_rows = _count(conn, spec) if upper_key is not None else 0
         conn.execute(sql.SQL(
-            "UPDATE {} SET upper_key = %s, status = %s, updated_at = now() "
+            "UPDATE {} SET upper_key = %s, status = %s, total_rows = %s, updated_at = now() "
             "WHERE plugin = %s AND revision = %s AND name = %s").format(_PROGRESS),
-            (Jsonb(upper_key) if upper_key is not None else None, status, plugin, revision,
-             spec.name))
+            (Jsonb(upper_key) if upper_key is not None else None, str(status), total_rows, plugin,
+             revision, spec.name))
+    total = total_rows if total_rows is not None else _estimate(conn, spec, rows_done)
     return State(plugin=plugin, revision=revision, name=spec.name, status=status,
                  last_key=last_key, upper_key=upper_key, rows_done=rows_done,
-                 batches_done=batches_done, estimated_total=_estimate(conn, spec, rows_done))
+                 batches_done=batches_done, estimated_total=total,
+                 total_rows=total_rows)
+
+
+def _count(conn: psycopg.Connection[Any], spec: BackfillSpec) -> int:
+    """The rows the walk will update: those matching `where` (all of them without it)."""
+    statement = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*spec.table))
+    if spec.where:
+        statement = sql.SQL("{} WHERE {}").format(statement, _author_sql(spec.where))
+    row = conn.execute(statement, dict(spec.params)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _estimate(conn: psycopg.Connection[Any], spec: BackfillSpec, rows_done: int) -> int | None:

@@ -151,7 +151,8 @@ def status(settings: Settings, names: Sequence[str] = ()) -> Status:
     with connection(settings) as conn:
         plan = read_plan(conn, selected)
         orphans = () if names else _orphans(conn, found)
-        backfills = _unfinished_backfills(conn, [p.name for p in selected])
+        backfills = tuple(b.as_dict() for b in records.unfinished_backfills(
+            conn, [p.name for p in selected]))
     return Status(plan=plan, orphans=orphans, backfills=backfills)
 
 
@@ -167,22 +168,6 @@ def _orphans(conn: psycopg.Connection[Any], found: list[Plugin]) -> tuple[Orphan
                if schema in present]
     current = db.read_current_revisions(conn, orphans)
     return tuple(Orphan(o.name, o.schema, current.get(o.schema, ())) for o in orphans)
-
-
-def _unfinished_backfills(conn: psycopg.Connection[Any], names: list[str]
-                          ) -> tuple[dict[str, Any], ...]:
-    row = conn.execute("SELECT to_regclass('migrator.backfill_progress') IS NOT NULL").fetchone()
-    if not row or not row[0]:
-        return ()
-    from psycopg.rows import dict_row
-
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            "SELECT plugin, revision, name, status, rows_done, batches_done, "
-            "updated_at::text AS updated_at FROM migrator.backfill_progress "
-            "WHERE status <> 'done' AND plugin = ANY(%s) ORDER BY plugin, revision, name",
-            (names,)).fetchall()
-    return tuple(rows)
 
 
 def check_status(report: Status) -> None:

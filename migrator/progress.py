@@ -36,7 +36,9 @@ class BackfillProgress:
         if self._progress is None:
             self._start()
         label = f"{event.get('plugin')} {event.get('revision')} {event.get('backfill')}"
-        total = event.get("estimated_total")
+        # The true total counted when the walk started; the planner's estimate only for a
+        # walk begun before migrator counted.
+        total = event.get("total_rows") or event.get("estimated_total")
         done = event.get("rows_done") or 0
         if label not in self._tasks:
             self._tasks[label] = self._progress.add_task(label, total=total)

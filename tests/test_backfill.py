@@ -528,3 +528,19 @@ def test_batch_sizer_moves_gradually_toward_the_target_within_bounds() -> None:
 
     ending = BatchSizer(1000, 0.05)
     assert ending.observe(3, 0.0001) == 1000  # a short last batch says nothing about growth
+
+
+def test_progress_has_the_true_total_counted_when_the_walk_starts(
+    database_url: str, items: Any, run_cli: Any, json_logs: Logs,
+) -> None:
+    """The total in `backfill.batch` events (the progress bar's) is the real count of rows
+    to update, not the planner's estimate: rows deleted since the last ANALYZE do not count."""
+    env = items(3000, TEST_BF_BATCH="500", TEST_BF_TARGET="0")
+    fetch(database_url, "ANALYZE bf.items")
+    fetch(database_url, "DELETE FROM bf.items WHERE id > 1000")  # the estimate still says 3000
+    result = run_cli("upgrade", env=env)
+    assert result.returncode == 0, result.stderr
+    batches = [e for e in json_logs(result.stderr) if e["event"] == "backfill.batch"]
+    assert {e["total_rows"] for e in batches} == {1000}
+    assert batches[-1]["rows_done"] == 1000
+    assert progress(database_url)["rows_done"] == 1000
