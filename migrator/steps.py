@@ -220,7 +220,7 @@ class PluginSteps:
             started_at=started_at, finished_at=datetime.now(UTC), applied_by=host_identity(),
             outcome=records.AttemptOutcome.APPLIED)
         with raw.pipeline():
-            fate_cursor = raw.execute(_FATE, (first_xid, self.plugin.schema, self.plugin.schema))
+            fate_cursor = raw.execute(_FATE, {"xid": first_xid, "schema": self.plugin.schema})
             stamp_cursor = raw.execute(stamp[0], stamp[1]) if stamp else None
             if stamp is not None:
                 records.record(raw, attempt, first_xid=first_xid)
@@ -244,10 +244,17 @@ class PluginSteps:
         self._commit(raw)
         return atomic
 
-    def _judge(self, revision: str, fate: str, invalid: list[str]) -> bool:
+    def _judge(self, revision: str, fate: str, invalid: list[str],
+               extensions: list[str]) -> bool:
         if fate == "aborted":
             raise RevisionBroke("rolled back migrator's transaction (ROLLBACK); whatever it "
                                  "did after that was rolled back too")
+        if extensions:
+            listed = ", ".join(f'"{name}"' for name in extensions)
+            raise RevisionBroke(
+                f"created extension(s) {', '.join(extensions)} in the plugin's own schema; "
+                f"declare them in plugin.toml (extensions = [{listed}]): migrator creates them "
+                "in public, where every plugin sees them")
         if invalid:
             raise RevisionBroke(f"left INVALID index(es) {', '.join(invalid)} (a concurrent "
                                  "build that failed); the next run drops and rebuilds them")
@@ -374,10 +381,14 @@ def downgrade_walk(script: ScriptDirectory, destination: str, heads: tuple[str, 
     return list(script._downgrade_revs(destination, current))
 
 
-# The fate of the transaction a revision started in, and the INVALID indexes of its schema.
+# The fate of the transaction a revision started in, the INVALID indexes of its schema, and
+# the extensions in it (declared ones live in public; one in a plugin's schema is a mistake:
+# the next plugin's CREATE EXTENSION IF NOT EXISTS would find it and not see its types).
 _FATE = (
-    "SELECT pg_catalog.pg_xact_status(%s::xid8)::text, ARRAY(SELECT "
-    "pg_catalog.quote_ident(%s) || '.' || pg_catalog.quote_ident(c.relname) FROM "
+    "SELECT pg_catalog.pg_xact_status(%(xid)s::xid8)::text, ARRAY(SELECT "
+    "pg_catalog.quote_ident(%(schema)s) || '.' || pg_catalog.quote_ident(c.relname) FROM "
     "pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
     "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE NOT i.indisvalid AND n.nspname = %s ORDER BY 1)")
+    "WHERE NOT i.indisvalid AND n.nspname = %(schema)s ORDER BY 1), ARRAY(SELECT e.extname "
+    "FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
+    "WHERE n.nspname = %(schema)s AND %(schema)s <> 'public' ORDER BY 1)")
