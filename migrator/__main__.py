@@ -1,3 +1,3 @@
-from migrator.cli import app
+from migrator.fast import main
 
-app(prog_name="migrator")
+main()

@@ -84,10 +84,8 @@ def connect(url: DatabaseUrl, *, timeout: float, autocommit: bool = True,
                 raise _refused(url, exc) from None
             raise
 
-    log = get_logger()
-
     def on_retry(number: int, exc: BaseException, delay: float) -> None:
-        log.warning("db.connect_retry", attempt=number, retry_in_s=round(delay, 2),
+        get_logger().warning("db.connect_retry", attempt=number, retry_in_s=round(delay, 2),
                     error=first_line(exc), database=url.safe)
 
     started = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -28,7 +29,11 @@ def _import_structlog_without_rich() -> Any:
     return loaded
 
 
-structlog = _import_structlog_without_rich()
+@functools.cache
+def _structlog() -> Any:
+    """structlog, imported on first use: `migrator upgrade` with nothing to do (migrator.fast)
+    reports without it."""
+    return _import_structlog_without_rich()
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
@@ -38,6 +43,7 @@ _secrets: list[str] = []
 def configure(*, log_format: str = "auto", level: str = "info",
               secrets: tuple[str, ...] = ()) -> None:
     """Set up structlog for this process; `secrets` are replaced by *** in every event."""
+    structlog = _structlog()
     _secrets[:] = [s for s in secrets if s]
     stream = sys.stderr
     use_json = log_format == "json" or (log_format == "auto" and not stream.isatty())
@@ -121,4 +127,4 @@ def _redact_nested(value: Any) -> Any:
 
 
 def get_logger() -> Any:
-    return structlog.get_logger("migrator")
+    return _structlog().get_logger("migrator")

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migrator.logs import get_logger, redact
 from migrator.outcomes import Outcome, RunOutcome
 
 TERMINATION_LOG = Path("/dev/termination-log")
@@ -124,6 +123,8 @@ class RunSummary:
 
 
 def _dumps(document: dict[str, Any]) -> str:
+    from migrator.logs import redact
+
     return redact(json.dumps(document, separators=(",", ":"), default=str))
 
 
@@ -137,7 +138,16 @@ def _cut(text: str, length: int) -> str:
 
 def finish(summary: RunSummary) -> None:
     """Log `run.finished` and write the Kubernetes termination message when there is one."""
+    from migrator.logs import get_logger
+
     get_logger().info("run.finished", **summary.as_dict())
+    write_termination_message(summary)
+
+
+def write_termination_message(summary: RunSummary) -> None:
+    """The summary into `/dev/termination-log` (or `MIGRATOR_TERMINATION_LOG`) when it exists."""
+    from migrator.logs import get_logger
+
     path = Path(os.environ.get("MIGRATOR_TERMINATION_LOG") or TERMINATION_LOG)
     if not path.parent.is_dir() or (path == TERMINATION_LOG and not path.exists()):
         return
