@@ -85,8 +85,7 @@ def plugin_setup(plugin: Versioned) -> list[sql.Composed]:
     ]
 
 
-def session_settings(schema: str, *, lock_timeout: float,
-                     role: str | None = None) -> list[sql.SQL | sql.Composed]:
+def session_settings(schema: str, *, lock_timeout: float) -> list[sql.SQL | sql.Composed]:
     """migrator's own session state, from a clean slate: what a revision, a retry or a backfill
     batch starts from. Whatever a revision `SET` (search_path, lock_timeout, statement_timeout,
     the role, anything) is undone here; what migrator does not set is the database's default.
@@ -96,7 +95,6 @@ def session_settings(schema: str, *, lock_timeout: float,
         # RESET ALL leaves these two alone (PostgreSQL marks them GUC_NO_RESET_ALL).
         sql.SQL("SET SESSION AUTHORIZATION DEFAULT"),
         sql.SQL("RESET ROLE"),
-        *([sql.SQL("SET ROLE {}").format(sql.Identifier(role))] if role else []),
         search_path(schema),
         sql.SQL("SET lock_timeout = {}").format(
             sql.Literal(f"{max(1, round(lock_timeout * 1000))}ms")),
@@ -125,7 +123,6 @@ class WorkSession:
         self.conn = conn
         self.lock_timeout = lock_timeout
         self.locked: str | None = None  # the plugin whose lock this session holds
-        self.role: str | None = None  # a role to SET at each reset (none: the session's own)
         self.sa: Any = None  # the SQLAlchemy connection over `conn`, once steps made one
         self.backend_pid = conn.info.backend_pid
 
@@ -141,19 +138,14 @@ class WorkSession:
                     and self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE):
                 self.conn.autocommit = False
 
-    def reset_to_login_role(self, schema: str) -> None:
-        """migrator's own settings as its login role, before a plugin's lock and set-up, and
-        before a failed attempt's history row: nothing a revision `SET` carries over."""
+    def reset(self, schema: str) -> None:
+        """Back to migrator's own settings for a plugin's schema, outside any transaction: before
+        a plugin's lock and set-up, before a failed attempt's history row, before each backfill
+        batch. Nothing a revision `SET` carries over (a sandboxed session's authorization is its
+        own role: it has no other)."""
         with guarded(), self.autocommit() as conn:
             conn.execute(sql.SQL("; ").join(
                 session_settings(schema, lock_timeout=self.lock_timeout)))
-
-    def reset(self, plugin: Versioned) -> None:
-        """Back to migrator's own settings for `plugin`: one round trip, no transaction."""
-        with guarded(), self.autocommit() as conn:
-            conn.execute(sql.SQL("; ").join(
-                session_settings(plugin.schema, lock_timeout=self.lock_timeout,
-                                 role=self.role)))
 
     def check_fence(self) -> None:
         """Refuse to go on when this session does not hold its plugin's lock where the server

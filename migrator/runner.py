@@ -295,7 +295,7 @@ class Runner:
     @contextmanager
     def _locked(self, session: db.WorkSession, plugin: Plugin) -> Iterator[None]:
         """`plugin`'s lock on `session`, polled between transactions; released after."""
-        session.reset_to_login_role(plugin.schema)
+        session.reset(plugin.schema)
         with db.guarded():
             with session.autocommit() as conn:
                 locking.acquire(conn, plugin=plugin.name, wait=self.settings.lock_wait,
@@ -334,7 +334,7 @@ class Runner:
             plugin=plugin.name, schema=plugin.schema,
             current_revision=lambda: holder["run"].running,
             session=lambda: session.conn,
-            reset=lambda: session.reset(plugin),
+            reset=lambda: session.reset(plugin.schema),
             should_stop=self.stop.is_set, forced=self.stop.forced, log=self.log)
         run = steps.PluginSteps(plugin=plugin, session=session, sa_conn=session.sa,
                                 safe_url=self.url.safe, environment=environment,

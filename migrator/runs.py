@@ -23,6 +23,7 @@ from migrator.commands import (
     select,
 )
 from migrator.config import Settings
+from migrator.connections import host_identity
 from migrator.errors import Interrupted, MigratorError, UsageError
 from migrator.logs import get_logger, redact
 from migrator.outcomes import Outcome
@@ -206,14 +207,8 @@ def repair(settings: Settings, name: str) -> list[dict[str, Any]]:
                 records.record(conn, records.Attempt(
                     plugin=plugin.name, schema=plugin.schema, revision=revision,
                     direction=records.Direction.REPAIR, checksum=new, started_at=now,
-                    finished_at=now, applied_by=_applied_by(),
+                    finished_at=now, applied_by=host_identity(),
                     outcome=records.AttemptOutcome.APPLIED))
                 repaired.append({"revision": revision, "old": old, "new": new})
     get_logger().info("repair.done", plugin=plugin.name, repaired=len(repaired))
     return repaired
-
-
-def _applied_by() -> str:
-    from migrator.connections import host_identity
-
-    return host_identity()

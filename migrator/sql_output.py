@@ -25,6 +25,7 @@ from psycopg import sql
 from migrator import locking
 from migrator.discovery import Plugin
 from migrator.plan import PluginPlan
+from migrator.scripts import revision_checksum
 from migrator.sql_offline import Guarded, OfflineBind, Unrenderable
 from migrator.sql_records import history_insert, setup_sql
 
@@ -329,8 +330,3 @@ def _without_empty_transactions(statements: list[Statement]) -> list[Statement]:
     return kept
 
 
-def revision_checksum(plugin: Plugin, revision: str) -> str | None:
-    """The checksum migrator records for a revision file (the one place this module gets it)."""
-    from migrator.scripts import revision_checksum as checksum
-
-    return checksum(plugin, revision)

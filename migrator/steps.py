@@ -193,8 +193,7 @@ class PluginSteps:
         in the revision's transaction (the settings persist when it commits; a retry sets
         them again)."""
         statements = db.session_settings(self.plugin.schema,
-                                         lock_timeout=self.session.lock_timeout,
-                                         role=self.session.role)
+                                         lock_timeout=self.session.lock_timeout)
         with raw.pipeline():
             for statement in statements:
                 raw.execute(statement)
@@ -329,7 +328,7 @@ class PluginSteps:
     def record_failure(self, revision: str, started_at: datetime, error: str) -> None:
         """A failed attempt's history row, after the rollback, in a transaction of its own."""
         try:
-            self.session.reset_to_login_role(self.plugin.schema)
+            self.session.reset(self.plugin.schema)
             with self.session.autocommit() as conn:
                 records.record(conn, self._attempt(revision, started_at, error))
         except (psycopg.Error, MigratorError) as record_error:
