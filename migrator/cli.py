@@ -55,7 +55,7 @@ def main(
     ctx: typer.Context,
     database_url: Annotated[str | None, typer.Option(
         "--database-url", help="PostgreSQL URL [env: MIGRATOR_DATABASE_URL, then "
-        "MIGRATOR_DATABASE_URL_FILE]", show_default=False)] = None,
+        "MIGRATOR_DATABASE_URL_FILE; required unless --embedded]", show_default=False)] = None,
     migrations_dir: Annotated[str | None, typer.Option(
         "--migrations-dir", help="Plugin trees [env: MIGRATOR_MIGRATIONS_DIR; default "
         "./plugin_migrations]", show_default=False)] = None,
@@ -66,11 +66,14 @@ def main(
         "--connect-timeout", help="Keep retrying the first connection this long "
         "[env: MIGRATOR_CONNECT_TIMEOUT; default 60s]", show_default=False)] = None,
     log_format: Annotated[str | None, typer.Option(
-        "--log-format", help="auto | json | console [env: MIGRATOR_LOG_FORMAT]",
-        show_default=False)] = None,
+        "--log-format", help="auto (console on a terminal, JSON lines otherwise) | json | "
+        "console [env: MIGRATOR_LOG_FORMAT; default auto]", show_default=False)] = None,
     log_level: Annotated[str | None, typer.Option(
-        "--log-level", help="debug | info | warning | error [env: MIGRATOR_LOG_LEVEL]",
-        show_default=False)] = None,
+        "--log-level", help="debug | info | warning | error [env: MIGRATOR_LOG_LEVEL; "
+        "default info]", show_default=False)] = None,
+    verbose: Annotated[bool | None, typer.Option(
+        "--verbose", "-v", help="Console output: also a line for each plugin already at head "
+        "[env: MIGRATOR_VERBOSE=1]", show_default=False)] = None,
 ) -> None:
     """Apply each plugin's Alembic revisions to its own PostgreSQL schema, lock-safely.
 
@@ -78,7 +81,7 @@ def main(
     """
     ctx.obj = {"database_url": database_url, "migrations_dir": migrations_dir,
                "embedded": embedded or None, "connect_timeout": connect_timeout,
-               "log_format": log_format, "log_level": log_level}
+               "log_format": log_format, "log_level": log_level, "verbose": verbose or None}
     # Until the settings are read (they may be invalid), errors still go to stderr.
     logs.configure(log_format=log_format if log_format in ("json", "console") else "auto")
 
@@ -158,7 +161,7 @@ def check_command(ctx: typer.Context, output: OutputFormat = Format.table) -> No
 def upgrade_command(
     ctx: typer.Context, plugin: Plugins = None,
     to: Annotated[str | None, typer.Option(
-        "--to", help="Stop at this revision (needs exactly one --plugin)",
+        "--to", help="Stop at this revision (needs exactly one --plugin) [default: the head]",
         show_default=False)] = None,
     sql: Sql = False, dry_run: DryRun = False, start: FromRevision = None,
     output_dir: OutputDir = None, output: PlanFormatOption = None,
@@ -193,7 +196,7 @@ def downgrade_command(
     to: Annotated[str, typer.Option("--to", help="A revision, -N (N steps back) or base")],
     sql: Sql = False, dry_run: DryRun = False,
     start: Annotated[str | None, typer.Option(
-        "--from", help="With --sql: start from this revision instead of the head",
+        "--from", help="With --sql: start from this revision [default: the head]",
         show_default=False)] = None,
     output_dir: OutputDir = None, output: PlanFormatOption = None,
     cascade: Annotated[bool, typer.Option(
@@ -232,10 +235,11 @@ def lint_command(ctx: typer.Context, plugin: Plugins = None,
                      "a database)")] = False,
                  baseline: Annotated[Path | None, typer.Option(
                      "--baseline", help="Accept the findings listed in this file (written "
-                     "by --write-baseline); only new ones count")] = None,
+                     "by --write-baseline); only new ones count [default: none]",
+                     show_default=False)] = None,
                  write_baseline: Annotated[Path | None, typer.Option(
                      "--write-baseline", help="Write the current findings to this file as "
-                     "accepted, and exit 0")] = None) -> None:
+                     "accepted, and exit 0 [default: none]", show_default=False)] = None) -> None:
     """Flag lock-unsafe DDL (squawk), changes outside a plugin's own schema and undeclared
     extensions in the revisions' SQL; exit 5 on findings. Needs no database (but --pending).
 

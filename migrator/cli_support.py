@@ -47,7 +47,7 @@ def settings_from(ctx: typer.Context, **run_options: Any) -> Settings:
     flags.update({k: v for k, v in run_options.items() if v is not None})
     settings = Settings.from_sources(flags)
     logs.configure(log_format=settings.log_format, level=settings.log_level,
-                   secrets=settings.secrets)
+                   secrets=settings.secrets, verbose=settings.verbose)
     return settings
 
 
@@ -67,7 +67,8 @@ Jobs = Annotated[int | None, typer.Option(
     "--jobs", help="Upgrade up to N independent plugins at once [env: MIGRATOR_JOBS; default 1]",
     show_default=False)]
 Plugins = Annotated[list[str] | None, typer.Option(
-    "--plugin", "-p", help="Only this plugin (repeatable)", show_default=False)]
+    "--plugin", "-p", help="Only this plugin (repeatable) [default: every plugin]",
+    show_default=False)]
 OutputFormat = Annotated[Format, typer.Option("--format", help="table or json")]
 
 
@@ -106,13 +107,16 @@ DryRun = Annotated[bool, typer.Option(
     "--dry-run", help="Show the plan and the SQL of exactly what is pending, with each "
     "statement's locks; reads the database in a READ ONLY transaction, changes nothing")]
 FromRevision = Annotated[str | None, typer.Option(
-    "--from", help="With --sql: start from this revision (needs exactly one --plugin)",
+    "--from", help="With --sql: start from this revision (needs exactly one --plugin) "
+    "[default: base]",
     show_default=False)]
 OutputDir = Annotated[Path | None, typer.Option(
-    "--output-dir", help="With --sql: write one <plugin>.sql per plugin into this directory",
+    "--output-dir", help="With --sql: write one <plugin>.sql per plugin into this directory "
+    "[default: standard output]",
     show_default=False)]
 PlanFormatOption = Annotated[PlanFormat | None, typer.Option(
-    "--format", help="With --dry-run: text (SQL with lock comments), json or markdown",
+    "--format", help="With --dry-run: text (SQL with lock comments), json or markdown "
+    "[default: text]",
     show_default=False)]
 
 

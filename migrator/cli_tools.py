@@ -22,11 +22,12 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         name: Annotated[str, typer.Argument(help="Plugin name: ^[a-z][a-z0-9_]{0,47}$")],
         schema: Annotated[str | None, typer.Option(
-            "--schema", help="Its schema (default: the plugin name)", show_default=False)] = None,
+            "--schema", help="Its schema [default: the plugin name]", show_default=False)] = None,
         depends_on: Annotated[list[str] | None, typer.Option(
-            "--depends-on", help="A plugin migrated before it (repeatable)",
+            "--depends-on", help="A plugin migrated before it (repeatable) [default: none]",
             show_default=False)] = None,
-        description: Annotated[str, typer.Option("--description", help="One line")] = "",
+        description: Annotated[str, typer.Option(
+            "--description", help="One line [default: empty]", show_default=False)] = "",
     ) -> None:
         """Create <migrations-dir>/NAME/versions/ and a commented plugin.toml (no database).
 
@@ -49,7 +50,7 @@ def register(app: typer.Typer) -> None:
             "--autogenerate", help="Compare the plugin's models with its schema in the database "
             "(at head) and write the difference")] = False,
         rev_id: Annotated[str | None, typer.Option(
-            "--rev-id", help="Use this revision id instead of a generated one",
+            "--rev-id", help="Use this revision id [default: a generated one]",
             show_default=False)] = None,
     ) -> None:
         """Write a new revision file in the plugin's tree (a merge revision when it has two heads).

@@ -244,6 +244,7 @@ class Settings:
     connect_timeout: float = 60.0
     log_format: str = "auto"
     log_level: str = "info"
+    verbose: bool = False  # console output: also a line for each plugin already at head
     lock_wait: float = 300.0
     lock_timeout: float = 5.0
     retries: int = 5
@@ -274,6 +275,7 @@ class Settings:
                                "--log-format / MIGRATOR_LOG_FORMAT"),
             log_level=_choice((pick("log_level", "MIGRATOR_LOG_LEVEL") or "info").lower(),
                               LOG_LEVELS, "--log-level / MIGRATOR_LOG_LEVEL"),
+            verbose=_flag(pick("verbose", "MIGRATOR_VERBOSE"), "MIGRATOR_VERBOSE"),
             lock_wait=_duration(pick("lock_wait", "MIGRATOR_LOCK_WAIT"), 300.0,
                                 "--lock-wait / MIGRATOR_LOCK_WAIT"),
             # 0 would mean "no timeout" to PostgreSQL: the opposite of what was asked.

@@ -28,8 +28,9 @@ def colours_wanted(stream: Any) -> bool:
 class HumanRenderer:
     """structlog renderer: one readable line (or none) per event."""
 
-    def __init__(self, *, colours: bool) -> None:
+    def __init__(self, *, colours: bool, verbose: bool = False) -> None:
         self.colours = colours
+        self.verbose = verbose
         self._handlers: dict[str, Callable[[Event], str | None]] = {
             "run.started": self._run_started,
             "revision.applied": self._revision,
@@ -137,14 +138,22 @@ class HumanRenderer:
                 f"plugin{'' if len(changed) == 1 else 's'} in {seconds:.1f} s")
         if outcome == RunOutcome.SUCCESS:
             if not applied:
-                return f"Nothing to do: {len(plugins)} plugin(s) up to date."
-            return self._style(done[0].upper() + done[1:] + ".", "ok")
+                return self._at_head(plugins) + (
+                    f"Nothing to do: {len(plugins)} plugin(s) up to date.")
+            return self._at_head(plugins) + self._style(done[0].upper() + done[1:] + ".", "ok")
         failed = [p["plugin"] for p in plugins if p.get("outcome") == Outcome.FAILED]
         if outcome == RunOutcome.INTERRUPTED:
             return self._style(f"Interrupted: {done}; rerun to continue.", "warning")
         where = f" ({', '.join(failed)})" if failed else ""
         return self._style(f"Failed{where}: {done} before the failure; fix the cause above "
                            "and rerun.", "error")
+
+    def _at_head(self, plugins: list[dict[str, Any]]) -> str:
+        """With -v: a line for each plugin that was already at head, before the summary."""
+        if not self.verbose:
+            return ""
+        return "".join(f"  {p.get('plugin')} already at head ({p.get('to')})\n"
+                       for p in plugins if p.get("outcome") == Outcome.UP_TO_DATE)
 
     def _generic(self, event: Event) -> str:
         """Any other event: its name and fields, plainly, warnings and errors marked."""

@@ -41,7 +41,7 @@ _secrets: list[str] = []
 
 
 def configure(*, log_format: str = "auto", level: str = "info",
-              secrets: tuple[str, ...] = ()) -> None:
+              secrets: tuple[str, ...] = (), verbose: bool = False) -> None:
     """Set up structlog for this process; `secrets` are replaced by *** in every event."""
     structlog = _structlog()
     _secrets[:] = [s for s in secrets if s]
@@ -54,7 +54,7 @@ def configure(*, log_format: str = "auto", level: str = "info",
     else:
         from migrator.console import HumanRenderer, colours_wanted
 
-        renderer = HumanRenderer(colours=colours_wanted(stream))
+        renderer = HumanRenderer(colours=colours_wanted(stream), verbose=verbose)
         if stream.isatty():
             from migrator.progress import BackfillProgress
 

@@ -51,6 +51,10 @@ def test_an_upgrade_reads_like_a_migrate_command(
 
     again = run(run_cli, cli_env, database_url, root, "upgrade")
     assert again.stderr.splitlines() == ["Nothing to do: 2 plugin(s) up to date."]
+    verbose = run(run_cli, cli_env, database_url, root, "-v", "upgrade")
+    assert verbose.stderr.splitlines() == [
+        "  core already at head (c2)", "  panels already at head (p1)",
+        "Nothing to do: 2 plugin(s) up to date."]
 
 
 def test_a_failing_revision_shows_its_error_once(
