@@ -57,8 +57,9 @@ class BackfillProgress:
         )
 
         self._progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("rows"), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+            MofNCompleteColumn(), TextColumn("rows"), _rate_column(), TimeElapsedColumn(),
+            TimeRemainingColumn(),
             console=self._console or Console(stderr=True), transient=False)
         self._progress.start()
 
@@ -67,3 +68,16 @@ class BackfillProgress:
             self._progress.stop()
             self._progress = None
             self._tasks.clear()
+
+
+def _rate_column() -> Any:
+    """Rows per second, from rich's own speed estimate (blank until it has one)."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("" if speed is None else f"{speed:,.0f} rows/s")
+
+    return RateColumn()

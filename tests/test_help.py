@@ -35,7 +35,7 @@ def commands() -> list[tuple[str, ...]]:
     found = [(name,) for name in listed(help_text())]
     assert ("upgrade",) in found and ("embedded",) in found
     found += [("embedded", name) for name in listed(help_text("embedded"))]
-    return [()] + found
+    return [(), *found]
 
 
 def options(text: str) -> dict[str, str]:
