@@ -112,8 +112,9 @@ class HumanRenderer:
                 f"{event.get('batches')} batches ({_duration(1000 * (event.get('seconds') or 0))})")
 
     def _backfill_already_done(self, event: Event) -> str:
-        return (f"    backfill {event.get('backfill')}: already done "
-                f"({event.get('rows_done') or 0:,} rows)")
+        rows = event.get("rows_done") or 0
+        done = f"already done ({rows:,} rows)" if rows else "no rows to update"
+        return f"    backfill {event.get('backfill')}: {done}"
 
     def _backfill_resuming(self, event: Event) -> str:
         return (f"    backfill {event.get('backfill')}: resuming after "
@@ -145,8 +146,8 @@ class HumanRenderer:
         if outcome == RunOutcome.INTERRUPTED:
             return self._style(f"Interrupted: {done}; rerun to continue.", "warning")
         where = f" ({', '.join(failed)})" if failed else ""
-        return self._style(f"Failed{where}: {done} before the failure; fix the cause above "
-                           "and rerun.", "error")
+        return self._style(f"Failed{where}: {done} before the failure; see the error "
+                           "below, fix it and rerun.", "error")
 
     def _at_head(self, plugins: list[dict[str, Any]]) -> str:
         """With -v: a line for each plugin that was already at head, before the summary."""

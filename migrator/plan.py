@@ -70,12 +70,21 @@ def resolve_revision(plugin: Plugin, text: str) -> str:
     matches = [r.revision for r in plugin.revisions if r.revision.startswith(text)]
     if len(matches) == 1 and len(text) >= 4:
         return matches[0]
-    hint = f"; known revisions: {', '.join(r.revision for r in plugin.revisions[-5:])}" \
-        if plugin.revisions else "; the tree has no revisions yet"
     raise UnknownRevision(
-        f"revision {text!r} is not in plugin {plugin.name!r}'s tree ({plugin.versions_dir})"
-        + hint + "; run: migrator history --plugin " + plugin.name,
+        f"revision {text!r} is not in the tree of plugin {plugin.name!r} "
+        f"({plugin.versions_dir}){known_revisions_hint(plugin)}"
+        + "; run: migrator history --plugin " + plugin.name,
         plugin=plugin.name, revision=text)
+
+
+def known_revisions_hint(plugin: Plugin, shown: int = 10) -> str:
+    """The newest revisions by id (enough to spot a typo), and how many more there are."""
+    if not plugin.revisions:
+        return "; the tree has no revisions yet"
+    newest = [r.revision for r in plugin.revisions[-shown:]]
+    more = len(plugin.revisions) - len(newest)
+    return (f"; known revisions: {', '.join(newest)}"
+            + (f" (and {more} older)" if more else ""))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,10 +4,11 @@ reading), the `Config` its revisions see, and a revision file's checksum."""
 from __future__ import annotations
 
 import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from migrator.errors import TreeError
-from migrator.logs import first_line
+from migrator.logs import first_line, get_logger
 
 if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
@@ -48,9 +49,18 @@ def load_script(plugin: Plugin) -> ScriptDirectory:
 
 
 def _revision_frame(exc: BaseException, plugin: Plugin) -> str:
+    """`file:line` of the innermost frame in the plugin's tree (Alembic imports revisions by
+    absolute path; the tree may be named relatively), or the versions directory."""
+    # The traceback is for whoever debugs the revision: shown with --log-level debug only.
+    get_logger().debug("revision.import_failed", plugin=plugin.name,
+                       traceback="".join(traceback.format_exception(exc)))
+    tree = plugin.versions_dir.resolve()
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if f.filename.startswith(str(plugin.versions_dir))]
-    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else str(plugin.versions_dir)
+              if Path(f.filename).resolve().is_relative_to(tree)]
+    if not frames:
+        return str(plugin.versions_dir)
+    named = plugin.versions_dir / Path(frames[-1].filename).resolve().relative_to(tree)
+    return f"{named}:{frames[-1].lineno}"
 
 
 def alembic_config(plugin: Plugin, safe_url: str) -> Any:

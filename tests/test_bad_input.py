@@ -85,7 +85,7 @@ BAD_TREES: dict[str, list[str]] = {
     "bad_dependency_cycle": ["dependency cycle between plugins:", "alpha", "beta", "gamma",
                              "remove one depends_on entry"],
     "bad_self_dependency": ["core/plugin.toml", "plugin 'core' depends on itself"],
-    "disc_module_raises": ["core/versions/0001_create_accounts.py",
+    "disc_module_raises": ["core/versions/0001_create_accounts.py:9: importing the revision",
                            "RuntimeError: this revision module must not be imported",
                            "fix the file"],
 }
@@ -103,6 +103,24 @@ def test_bad_tree_is_refused_before_touching_the_database(
     for fragment in BAD_TREES[scenario]:
         assert fragment in line
     assert created_objects(database_url) == []
+
+
+def test_an_import_error_names_the_file_and_line_and_the_traceback_waits_for_debug(
+    tree: Tree, run_cli: RunCli, database_url: str
+) -> None:
+    """A revision that fails to import is named by file and line, also when the migrations
+    directory is given relatively; the traceback is shown only at --log-level debug."""
+    migrations = tree("disc_module_raises")
+    relative = ["--database-url", database_url, "--migrations-dir", migrations.name, "upgrade"]
+    result = run_cli(*relative, cwd=migrations.parent)
+    assert refusal(result).startswith(
+        "migrator: error: disc_module_raises/core/versions/0001_create_accounts.py:9: "
+        "importing the revision failed (RuntimeError: ")
+    assert "Traceback" not in result.stderr
+    debug = run_cli("--log-level", "debug", *relative, cwd=migrations.parent)
+    assert debug.returncode == 2
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert "revision.import_failed" in debug.stderr
 
 
 def test_plugin_found_twice_is_refused_through_the_cli(
@@ -194,7 +212,7 @@ def test_to_unknown_revision_is_a_usage_error(
     result = run_cli("--database-url", database_url, "--migrations-dir", migrations,
                      "upgrade", "--plugin", "core", "--to", "zz9")
     assert refusal(result) == (
-        f"migrator: error: revision 'zz9' is not in plugin 'core''s tree "
+        f"migrator: error: revision 'zz9' is not in the tree of plugin 'core' "
         f"({migrations / 'core' / 'versions'}); known revisions: a1, b2, c3; run: migrator "
         "history --plugin core")
     assert created_objects(database_url) == []

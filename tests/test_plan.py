@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from treebuilder import Rev, write_plugin
 
 from migrator.discovery import Plugin, discover
 from migrator.errors import UnknownRevision, UsageError
@@ -128,6 +129,17 @@ def test_target_already_passed_points_at_downgrade(tree: Tree) -> None:
     assert caught.value.exit_code == 2
 
 
+def test_the_unknown_revision_hint_shows_the_newest_ten_and_counts_the_rest(tmp_path: Path
+                                                                           ) -> None:
+    write_plugin(tmp_path, "long", [Rev(f"r{i:02}", f"r{i - 1:02}" if i else None)
+                                    for i in range(14)])
+    [long] = discover(tmp_path, entry_points=False)
+    with pytest.raises(UnknownRevision) as caught:
+        resolve_revision(long, "nope")
+    assert ("known revisions: r04, r05, r06, r07, r08, r09, r10, r11, r12, r13 (and 4 older)"
+            in str(caught.value))
+
+
 def test_targets_apply_only_to_their_plugin(tree: Tree) -> None:
     """A target for one plugin leaves the others planned to their heads."""
     plan = Plan.build(plugins(tree, "disc_dependencies"), {}, targets={"alpha": "al1"})
@@ -166,6 +178,6 @@ def test_resolve_unknown_revision_lists_known_ones(tree: Tree) -> None:
     with pytest.raises(UnknownRevision) as caught:
         resolve_revision(core, "zz9")
     assert str(caught.value) == (
-        f"revision 'zz9' is not in plugin 'core''s tree ({core.versions_dir}); known revisions: "
-        "a1, b2, c3; run: migrator history --plugin core")
+        f"revision 'zz9' is not in the tree of plugin 'core' ({core.versions_dir}); known "
+        "revisions: a1, b2, c3; run: migrator history --plugin core")
     assert caught.value.exit_code == 2
