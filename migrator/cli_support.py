@@ -64,7 +64,8 @@ IsolateRoles = Annotated[bool | None, typer.Option(
     "--isolate-roles", help="Run each plugin under its own role [env: MIGRATOR_ISOLATE_ROLES=1]",
     show_default=False)]
 Jobs = Annotated[int | None, typer.Option(
-    "--jobs", help="Upgrade up to N independent plugins at once [env: MIGRATOR_JOBS; default 1]",
+    "--jobs", help="Upgrade up to N independent plugins at once, in N worker processes "
+    "[env: MIGRATOR_JOBS; default min(CPUs, 2)]",
     show_default=False)]
 Plugins = Annotated[list[str] | None, typer.Option(
     "--plugin", "-p", help="Only this plugin (repeatable) [default: every plugin]",

@@ -249,7 +249,7 @@ class Settings:
     lock_timeout: float = 5.0
     retries: int = 5
     isolate_roles: bool = False
-    jobs: int = 1
+    jobs: int = 1  # from_sources: default_jobs()
 
     @classmethod
     def from_sources(
@@ -286,8 +286,8 @@ class Settings:
                            minimum=0, maximum=100),
             isolate_roles=_flag(pick("isolate_roles", "MIGRATOR_ISOLATE_ROLES"),
                                 "MIGRATOR_ISOLATE_ROLES"),
-            jobs=_count(pick("jobs", "MIGRATOR_JOBS"), 1, "--jobs / MIGRATOR_JOBS", minimum=1,
-                        maximum=64),
+            jobs=_count(pick("jobs", "MIGRATOR_JOBS"), default_jobs(),
+                        "--jobs / MIGRATOR_JOBS", minimum=1, maximum=64),
         )
 
     @property
@@ -296,6 +296,16 @@ class Settings:
         and libpq's PGPASSWORD."""
         found = self.database_url.passwords if self.database_url else ()
         return found + _secret_forms(os.environ.get("PGPASSWORD"))
+
+
+def default_jobs() -> int:
+    """min(CPUs this process may use, 2): two workers already overlap one's client work with
+    the other's server work; more mostly add lock and WAL contention on the server."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        usable = os.cpu_count() or 1
+    return max(1, min(usable, 2))
 
 
 def _database_url(flag: str | None, env: Mapping[str, str]) -> DatabaseUrl | None:

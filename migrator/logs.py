@@ -75,16 +75,49 @@ def configure(*, log_format: str = "auto", level: str = "info",
     )
 
 
+# Shared by the processes of a `--jobs` pool (set before it forks): one line, one writer.
+_line_lock: Any = None
+
+
+def share_lines(context: Any) -> None:
+    """Before forking workers: from now on every process of the run writes each log line
+    whole, under one lock, so lines of several processes never interleave (a pipe only keeps
+    writes of up to 4 KiB whole, and a line may be longer)."""
+    global _line_lock
+    if _line_lock is None:
+        _line_lock = context.Lock()
+
+
 class _CurrentStderr:
-    """Writes to whatever `sys.stderr` is at the moment of writing: a test runner or
-    `contextlib.redirect_stderr` may swap (and later close) the stream it had at configure time.
-    """
+    """Writes to whatever `sys.stderr` is at the moment of writing (a test runner or
+    `contextlib.redirect_stderr` may swap, and later close, the stream it had at configure
+    time), a whole line at a time: structlog's logger writes the message and its newline
+    separately."""
+
+    def __init__(self) -> None:
+        self._partial = ""
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        self._partial += text
+        if "\n" in self._partial:
+            whole, _, self._partial = self._partial.rpartition("\n")
+            self._emit(whole + "\n")
+        return len(text)
 
     def flush(self) -> None:
-        sys.stderr.flush()
+        if self._partial:
+            text, self._partial = self._partial, ""
+            self._emit(text)
+
+    @staticmethod
+    def _emit(text: str) -> None:
+        if _line_lock is None:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+            return
+        with _line_lock:
+            sys.stderr.write(text)
+            sys.stderr.flush()
 
 
 def redact(text: str) -> str:

@@ -1,8 +1,14 @@
-"""`--jobs N`: upgrade independent plugins in separate processes, respecting `depends_on`.
+"""`--jobs N`: upgrade independent plugins in a pool of N worker processes, respecting
+`depends_on`.
 
-Alembic's `op` proxy is process-global, so parallelism means processes, each with its own
-connections and its own plugin lock. A plugin starts once every dependency it has in this
-run has finished; the first failure stops new starts and lets running ones finish.
+Alembic's `op` proxy is process-global, so parallelism means processes. The pool is forked
+once per run, after the parent has loaded every tree that will run (Alembic, SQLAlchemy and
+the revision modules are imported once, and a broken file stops the run before anything is
+applied, as without `--jobs`). Each worker keeps its own work session and plugin locks across
+the plugins it is given, so a worker's start-up and connection are paid once, not per plugin.
+A plugin is handed out once every dependency it has in this run has finished; the first
+failure stops new hand-outs and lets running plugins finish. Log lines stay whole: every
+process writes each line with one write under a lock the pool shares (`logs.share_lines`).
 """
 
 from __future__ import annotations
@@ -10,22 +16,24 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import time
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
-from migrator import db
-from migrator.config import Settings
+from migrator import logs
 from migrator.errors import Interrupted, MigratorError, WorkerDied
 from migrator.logs import get_logger
 from migrator.outcomes import Outcome
 from migrator.summary import PluginOutcome
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from multiprocessing.connection import Connection as Pipe
     from multiprocessing.process import BaseProcess
 
     from migrator.plan import PluginPlan
+    from migrator.runner import Runner
     from migrator.stopping import StopRequest
 
 
@@ -39,89 +47,159 @@ class ChildResult:
     died: bool = False  # the worker ended without sending this
 
 
-def _child(settings: Settings, item: PluginPlan, schemas: dict[str, str], pipe: Pipe) -> None:
-    """Runs in the forked process: fresh connections, one plugin, result sent back."""
-    from migrator.runner import Runner
+def _serve(prepared: Runner, tasks: Pipe, results: Pipe) -> None:
+    """A worker's life, in the forked process: take plugins until told to stop (None or the
+    parent gone), run each on this worker's own session, send back each result."""
     from migrator.stopping import StopRequest
 
-    # The parent forwards SIGTERM/SIGINT; until our own handler is installed, ignore them.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with StopRequest().installed() as stop:
+        # Only the parent's forwarded SIGTERM stops a worker: a terminal's Ctrl-C reaches the
+        # whole process group, and counting it twice would force-cancel a running statement.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        runner = prepared.forked(stop)
+        try:
+            while not stop.is_set():
+                try:
+                    item: PluginPlan | None = tasks.recv()
+                except EOFError:
+                    break
+                if item is None:
+                    break
+                results.send(_run_one(runner, item))
+        finally:
+            runner.close()
+
+
+def _run_one(runner: Runner, item: PluginPlan) -> ChildResult:
     outcome: dict[str, Any] | None = None
     try:
-        url = db.resolve_url(settings)
-        with StopRequest().installed() as stop:
-            runner = Runner(settings, url, stop, schemas=schemas)
-            try:
-                runner.upgrade(item)
-            finally:
-                if item.name in runner.outcomes:
-                    outcome = runner.outcomes[item.name].as_dict()
-                runner.close()
-        pipe.send(ChildResult(item.name, outcome))
+        runner.upgrade(item)
     except MigratorError as exc:
-        pipe.send(ChildResult(item.name, outcome, str(exc), exc.exit_code))
+        if item.name in runner.outcomes:
+            outcome = runner.outcomes[item.name].as_dict()
+        return ChildResult(item.name, outcome, str(exc), exc.exit_code)
+    return ChildResult(item.name, runner.outcomes[item.name].as_dict())
+
+
+@dataclass(slots=True)
+class _Worker:
+    process: BaseProcess
+    tasks: Pipe  # parent -> worker: a PluginPlan, or None to finish
+    results: Pipe  # worker -> parent: a ChildResult per plugin
+    plugin: str | None = None  # the plugin it is running now
+    signals_sent: int = field(default=0)
+
+
+def upgrade_in_parallel(prepared: Runner, items: list[PluginPlan], stop: StopRequest,
+                        on_result: Callable[[PluginOutcome], None]) -> None:
+    """Run `items` (in dependency order) on a pool of `settings.jobs` workers forked from
+    `prepared` (a Runner whose trees are loaded and that has no session open)."""
+    pool = _Pool(prepared, items, stop, on_result)
+    try:
+        pool.run()
     finally:
-        pipe.close()
-
-
-def upgrade_in_parallel(settings: Settings, items: list[PluginPlan], schemas: dict[str, str],
-                        stop: StopRequest, on_result: Any) -> None:
-    """Run `items` (already in dependency order) with up to `settings.jobs` processes."""
-    context = multiprocessing.get_context("fork")
-    log = get_logger()
-    waiting = list(items)
-    pending_names = {item.name for item in items}
-    finished: set[str] = set()
-    running: dict[str, tuple[BaseProcess, Pipe]] = {}
-    first_error: ChildResult | None = None
-    forwarded = False
-    while waiting or running:
-        if stop.is_set() and not forwarded:
-            for process, _ in running.values():
-                if process.pid:
-                    os.kill(process.pid, signal.SIGTERM)
-            forwarded = True
-        while (waiting and len(running) < settings.jobs and first_error is None
-               and not stop.is_set()):
-            ready = next((item for item in waiting
-                          if all(d in finished or d not in pending_names
-                                 for d in item.plugin.depends_on)), None)
-            if ready is None:
-                break
-            waiting.remove(ready)
-            receive, send = context.Pipe(duplex=False)
-            process = context.Process(target=_child, args=(settings, ready, schemas, send),
-                                      name=f"migrator-{ready.name}")
-            process.start()
-            send.close()
-            running[ready.name] = (process, receive)
-            log.debug("job.started", plugin=ready.name, pid=process.pid)
-        for name, (process, receive) in list(running.items()):
-            result: ChildResult | None = None
-            if receive.poll(0.05):
-                try:
-                    result = receive.recv()
-                except EOFError:  # the worker died with the pipe open
-                    result = _died(name, process, items)
-            elif not process.is_alive():
-                result = _died(name, process, items)
-            else:
-                continue
-            process.join()
-            del running[name]
-            if result.outcome is not None:
-                on_result(PluginOutcome.from_dict(result.outcome))
-            if result.error is None:
-                finished.add(name)
-            elif first_error is None or first_error.exit_code == Interrupted.exit_code:
-                first_error = result
-        if not running and waiting and (first_error is not None or stop.is_set()):
-            break
-        if running:
-            time.sleep(0.01)
-    if first_error is not None:
-        raise _error_of(first_error)
+        pool.close()
+    if pool.first_error is not None:
+        raise _error_of(pool.first_error)
     stop.check("between plugins")
+
+
+class _Pool:
+    def __init__(self, prepared: Runner, items: list[PluginPlan], stop: StopRequest,
+                 on_result: Callable[[PluginOutcome], None]) -> None:
+        self.items, self.stop, self.on_result = items, stop, on_result
+        self.waiting = list(items)
+        self.in_run = {item.name for item in items}
+        self.finished: set[str] = set()
+        self.first_error: ChildResult | None = None
+        size = min(prepared.settings.jobs, len(items))
+        context = multiprocessing.get_context("fork")
+        logs.share_lines(context)
+        self.workers: list[_Worker] = [self._fork(context, prepared, n) for n in range(size)]
+
+    @staticmethod
+    def _fork(context: Any, prepared: Runner, number: int) -> _Worker:
+        take, give = context.Pipe(duplex=False)
+        receive, send = context.Pipe(duplex=False)
+        process = context.Process(target=_serve, args=(prepared, take, send),
+                                  name=f"migrator-worker-{number}")
+        process.start()
+        take.close()
+        send.close()
+        get_logger().debug("job.worker_started", worker=number, pid=process.pid)
+        return _Worker(process, give, receive)
+
+    def run(self) -> None:
+        while True:
+            self._forward_signals()
+            self._hand_out()
+            busy = [w for w in self.workers if w.plugin is not None]
+            if not busy:  # nothing running, and nothing more may start
+                if self.waiting and self.first_error is None and not self.stop.is_set():
+                    name = self.waiting[0].name
+                    self.first_error = ChildResult(
+                        name, None, f"plugin {name!r}: no worker process was left to run it "
+                        "(each ended unexpectedly); nothing of it was applied, rerun",
+                        WorkerDied.exit_code, died=True)
+                return
+            ready = wait([x for w in busy for x in (w.results, w.process.sentinel)],
+                         timeout=0.2)
+            for worker in busy:
+                if worker.results in ready or worker.process.sentinel in ready:
+                    self._collect(worker)
+
+    def _hand_out(self) -> None:
+        while self.waiting and self.first_error is None and not self.stop.is_set():
+            idle = next((w for w in self.workers if w.plugin is None
+                         and w.process.is_alive()), None)
+            ready = next((item for item in self.waiting
+                          if all(d in self.finished or d not in self.in_run
+                                 for d in item.plugin.depends_on)), None)
+            if idle is None or ready is None:
+                return
+            self.waiting.remove(ready)
+            idle.plugin = ready.name
+            idle.tasks.send(ready)
+
+    def _collect(self, worker: _Worker) -> None:
+        name = worker.plugin
+        assert name is not None
+        result: ChildResult | None = None
+        if worker.results.poll():
+            try:
+                result = worker.results.recv()
+            except EOFError:  # the worker died with the pipe open
+                result = None
+        if result is None:
+            if worker.process.is_alive():
+                return  # woken for nothing yet
+            result = _died(name, worker.process, self.items)
+        worker.plugin = None
+        if result.outcome is not None:
+            self.on_result(PluginOutcome.from_dict(result.outcome))
+        if result.error is None:
+            self.finished.add(name)
+        elif self.first_error is None or self.first_error.exit_code == Interrupted.exit_code:
+            self.first_error = result
+
+    def _forward_signals(self) -> None:
+        """Each SIGTERM/SIGINT the parent gets goes on to the workers that are running a
+        plugin (a second one forces theirs too); idle workers are simply told to finish."""
+        for worker in self.workers:
+            if worker.plugin is not None and worker.signals_sent < self.stop.signals:
+                if worker.process.pid:
+                    os.kill(worker.process.pid, signal.SIGTERM)
+                worker.signals_sent += 1
+
+    def close(self) -> None:
+        for worker in self.workers:
+            if worker.process.is_alive():
+                with suppress(OSError):  # it is going away already
+                    worker.tasks.send(None)
+            worker.tasks.close()
+        for worker in self.workers:
+            worker.process.join()
+            worker.results.close()
 
 
 def _died(name: str, process: BaseProcess, items: list[PluginPlan]) -> ChildResult:

@@ -58,6 +58,14 @@ class Runner:
             if plugin.name not in self._scripts:
                 self._scripts[plugin.name] = scripts.load_script(plugin)
 
+    def forked(self, stop: StopRequest) -> Runner:
+        """A Runner for a forked worker: the trees this one loaded, its own stop request,
+        and its own session, opened on first use (this one must not have one open)."""
+        assert self._session is None and self._adopted is None
+        runner = Runner(self.settings, self.url, stop, schemas=self.schemas, sleep=self.sleep)
+        runner._scripts = self._scripts
+        return runner
+
     def upgrade(self, item: PluginPlan) -> PluginOutcome:
         return self._migrate(item.plugin, records.Direction.UP, item.target, check_plan=item)
 

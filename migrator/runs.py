@@ -114,9 +114,12 @@ def _apply(settings: Settings, conn: psycopg.Connection[Any], found: list[Plugin
     if settings.jobs > 1 and len(plan.pending) > 1:
         from migrator.parallel import upgrade_in_parallel
 
-        with StopRequest().installed() as stop:
-            upgrade_in_parallel(settings, list(plan.pending), {p.name: p.schema for p in found},
-                                stop, on_result=summary.put)
+        # The trees are loaded here, before the pool forks: once for every worker, and a
+        # broken file stops the run before anything is applied.
+        with runner_for(settings, found, [item.plugin for item in plan.pending],
+                        summary) as prepared:
+            upgrade_in_parallel(prepared, list(plan.pending), prepared.stop,
+                                on_result=summary.put)
         return
     with runner_for(settings, found, [item.plugin for item in plan.pending], summary,
                     conn) as runner:

@@ -145,7 +145,7 @@ def test_from_renders_only_the_revisions_after_it(run_cli: Any, platform: Path) 
     assert "--from and --to need exactly one --plugin" in no_plugin.stderr
     unknown = run_cli("--migrations-dir", platform, "upgrade", "--sql", "--plugin", "panels",
                       "--from", "nope1234")
-    assert unknown.returncode == 2 and "not in plugin 'panels'" in unknown.stderr
+    assert unknown.returncode == 2 and "not in the tree of plugin 'panels'" in unknown.stderr
     not_sql = run_cli("--migrations-dir", platform, "upgrade", "--from", PANELS[0])
     assert not_sql.returncode == 2 and "go with --sql" in not_sql.stderr
 
