@@ -5,6 +5,7 @@ against Alembic's order; the no-op path still imports no alembic."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +161,26 @@ def test_status_with_nothing_pending_imports_no_alembic(tmp_path: Path,
                             check=False, cwd=Path(__file__).resolve().parent.parent)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]"  # logs may come first
+
+
+def test_sql_scripts_of_nested_merges_are_byte_identical_whatever_the_hash_seed(
+        tmp_path: Path, run_cli: Any) -> None:
+    """Alembic picks which parent of a merge to UPDATE (and which to DELETE), and which rows
+    an unmerge INSERTs, through a `set`: with another branch still open, the choice followed
+    the interpreter's string hashing. `upgrade --sql` and `downgrade --sql` are the same bytes
+    under every PYTHONHASHSEED (warehouse's and Superset's merges showed it)."""
+    root = tmp_path / "plugins"
+    write_plugin(root, "core", [rev("a", None), rev("b1", "a"), rev("c1", "a"), rev("d1", "a"),
+                                rev("m1", ("b1", "c1")), rev("m2", ("m1", "d1"))])
+    outputs: dict[str, set[str]] = {"upgrade": set(), "downgrade": set()}
+    for seed in range(8):
+        env = {**os.environ, "PYTHONHASHSEED": str(seed), "MIGRATOR_MIGRATIONS_DIR": str(root),
+               "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        env = {k: v for k, v in env.items() if k != "MIGRATOR_DATABASE_URL"}
+        up = run_cli("upgrade", "--sql", env=env)
+        down = run_cli("downgrade", "--plugin", "core", "--to", "base", "--sql",
+                       "--from", "m2", env=env)
+        assert up.returncode == down.returncode == 0, up.stderr + down.stderr
+        outputs["upgrade"].add(up.stdout)
+        outputs["downgrade"].add(down.stdout)
+    assert len(outputs["upgrade"]) == 1 and len(outputs["downgrade"]) == 1
