@@ -310,21 +310,17 @@ def history_command(
     Example: migrator history --plugin panels
     """
     settings = settings_from(ctx)
-    found, rows = commands.history(settings, plugin)
-    from migrator.plan import oldest_first
-
-    order = oldest_first(found, {r.revision for r in found.revisions})[::-1]
-    revisions = [found.revision(rev) for rev in order]
+    found, revisions, rows = commands.history(settings, plugin)
     if output is Format.json:
         emit_json({"plugin": found.name, "head": found.head, "heads": list(found.heads),
                    "revisions": [
             {"revision": r.revision, "down_revision": list(r.down_revisions),
-             "file": r.filename, "message": r.message} for r in revisions if r],
+             "file": r.filename, "message": r.message} for r in revisions],
             "records": rows})
         return
     table(["revision", "revises", "file", "message"],
            [[r.revision, ",".join(r.down_revisions) or "<base>", r.filename, r.message]
-            for r in revisions if r], title=f"{found.name} revisions (newest first)")
+            for r in revisions], title=f"{found.name} revisions (newest first)")
     if rows:
         table(["started_at", "revision", "direction", "outcome", "ms", "applied_by", "error"],
                [[r["started_at"], r["revision"], r["direction"], r["outcome"], r["duration_ms"],

@@ -36,6 +36,7 @@ from migrator.plan import (
 
 if TYPE_CHECKING:
     from migrator import checks
+    from migrator.revisions import RevisionFile
     from migrator.scaffold import NewRevision
 
 TERMINATION_LOG = Path("/dev/termination-log")
@@ -153,7 +154,18 @@ def status(settings: Settings, names: Sequence[str] = ()) -> Status:
         orphans = () if names else _orphans(conn, found)
         backfills = tuple(b.as_dict() for b in records.unfinished_backfills(
             conn, [p.name for p in selected]))
-    return Status(plan=plan, orphans=orphans, backfills=backfills)
+    return Status(plan=in_alembic_order(plan), orphans=orphans, backfills=backfills)
+
+
+def in_alembic_order(plan: Plan) -> Plan:
+    """`plan` with each pending list in exactly the order `alembic upgrade` applies it
+    (branches and merges included). Alembic is imported only when something is pending."""
+    if not any(item.pending for item in plan.plugins):
+        return plan
+    from migrator import scripts
+
+    return plan.reordered(
+        lambda item: scripts.upgrade_order(item.plugin, item.current, item.target))
 
 
 def _orphans(conn: psycopg.Connection[Any], found: list[Plugin]) -> tuple[Orphan, ...]:
@@ -261,14 +273,19 @@ def current(settings: Settings, names: Sequence[str] = ()) -> Plan:
         return read_plan(conn, select(found, names, with_dependencies=False))
 
 
-def history(settings: Settings, name: str) -> tuple[Plugin, list[dict[str, Any]]]:
-    """The plugin's tree and its `migrator.history` records (empty without a database)."""
+def history(settings: Settings, name: str
+            ) -> tuple[Plugin, list[RevisionFile], list[dict[str, Any]]]:
+    """The plugin's tree, its revisions newest first in `alembic history`'s order, and its
+    `migrator.history` records (empty without a database)."""
+    from migrator import scripts
+
     found = plugins(settings)
     plugin = plugin_named(found, name)
+    revisions = [rev for rev in map(plugin.revision, scripts.history_order(plugin)) if rev]
     if settings.database_url is None and not settings.embedded:
-        return plugin, []
+        return plugin, revisions, []
     with connection(settings) as conn:
-        return plugin, records.history(conn, plugin.name)
+        return plugin, revisions, records.history(conn, plugin.name)
 
 
 def wait(settings: Settings, *, timeout: float, interval: float = 2.0,

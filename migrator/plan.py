@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -45,7 +46,9 @@ def _parents(plugin: Plugin) -> dict[str, tuple[str, ...]]:
 
 
 def oldest_first(plugin: Plugin, revisions: set[str]) -> tuple[str, ...]:
-    """`revisions` in application order: parents before children, ties by file name."""
+    """`revisions` parents before children, ties by file name: a cheap stand-in, without
+    alembic, for deciding *whether* something is pending. Where the order is shown
+    (`status`, `history`), `scripts.upgrade_order` / `history_order` give Alembic's own."""
     from graphlib import TopologicalSorter
 
     by_id = {rev.revision: rev for rev in plugin.revisions}
@@ -143,6 +146,12 @@ class Plan:
         return cls(tuple(
             PluginPlan.build(p, tuple(current.get(p.schema, ())), targets.get(p.name))
             for p in plugins))
+
+    def reordered(self, order: Callable[[PluginPlan], tuple[str, ...]]) -> Plan:
+        """This plan with every non-empty pending list replaced by `order(item)`: Alembic's
+        own walk, supplied by a layer that may import alembic (this one must not)."""
+        return Plan(tuple(dataclasses.replace(p, pending=order(p)) if p.pending else p
+                          for p in self.plugins))
 
     @property
     def pending(self) -> tuple[PluginPlan, ...]:

@@ -12,6 +12,7 @@ from migrator.logs import first_line, get_logger
 
 if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
+    from alembic.script.revision import RevisionMap
 
     from migrator.discovery import Plugin
 
@@ -84,3 +85,49 @@ def revision_checksum(plugin: Plugin, revision: str) -> str | None:
     import hashlib
 
     return hashlib.sha256(rev_file.path.read_bytes()).hexdigest()
+
+
+# -- Alembic's order, without importing a revision ---------------------------------------------
+
+
+def revision_map(plugin: Plugin) -> RevisionMap:
+    """Alembic's `RevisionMap` of the tree, built from the revision ids migrator read without
+    importing the files, fed in the order `ScriptDirectory` lists them (file names, sorted):
+    Alembic's own walk then orders branches and merges exactly as `alembic` does."""
+    from alembic.script.revision import Revision, RevisionMap
+
+    def scalar(values: tuple[str, ...]) -> str | tuple[str, ...] | None:
+        return values[0] if len(values) == 1 else (values or None)
+
+    revisions = sorted(plugin.revisions, key=lambda r: r.filename)
+    return RevisionMap(lambda: [
+        Revision(r.revision, scalar(r.down_revisions), dependencies=scalar(r.depends_on),
+                 branch_labels=scalar(r.branch_labels)) for r in revisions])
+
+
+def upgrade_order(plugin: Plugin, current: tuple[str, ...], target: str | None = None
+                  ) -> tuple[str, ...]:
+    """The revisions `alembic upgrade <target>` (None: heads) applies from `current`, in the
+    order it applies them: what `upgrade` runs and `status` lists as pending."""
+    return tuple(reversed(_walk(plugin, target or "heads", current, implicit_base=True)))
+
+
+def history_order(plugin: Plugin) -> tuple[str, ...]:
+    """Every revision, newest first, as `alembic history` lists them (`walk_revisions`)."""
+    return _walk(plugin, "heads", "base", inclusive=True, assert_relative_length=False)
+
+
+def _walk(plugin: Plugin, upper: Any, lower: Any, **options: Any) -> tuple[str, ...]:
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
+
+    try:
+        return tuple(r.revision for r in revision_map(plugin).iterate_revisions(
+            upper, lower, **options))
+    except KeyError as exc:  # a `depends_on` naming nothing in the tree
+        raise TreeError(f"plugin {plugin.name!r}: depends_on names {exc.args[0]!r}, which is "
+                        "neither a revision nor a branch label of the tree; fix the revision",
+                        plugin=plugin.name) from None
+    except (CommandError, RevisionError) as exc:
+        raise TreeError(f"plugin {plugin.name!r}: Alembic cannot walk the tree ({exc})",
+                        plugin=plugin.name) from None

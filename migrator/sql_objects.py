@@ -8,6 +8,9 @@ import re
 from migrator.sql_scan import analyze
 
 _SPAN_OBJECTS = (
+    # `DROP INDEX ix` names no table (the relation it changes is the index itself).
+    (re.compile(r"\bDROP\s+INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+EXISTS\s+)?"
+                r"(?P<name>\"(?:[^\"]|\"\")+\"|[\w$.]+)", re.I), "dropped index"),
     (re.compile(r"\bALTER\s+COLUMN\s+(?P<name>\"(?:[^\"]|\"\")+\"|[\w$]+)", re.I), "column"),
     (re.compile(r"\bCONSTRAINT\s+(?P<name>\"(?:[^\"]|\"\")+\"|[\w$]+)", re.I), "constraint"),
     (re.compile(r"\bADD\s+(?:COLUMN\s+)?(?:IF\s+NOT\s+EXISTS\s+)?"
@@ -43,5 +46,7 @@ def object_named(statement: str, span: str | None = None) -> str | None:
                 continue
             if kind == "column":
                 return f"column {table}.{name}" if table else f"column {name}"
+            if kind == "dropped index":
+                return f"index {name}"
             return f"{kind} {name} on {table}" if table else f"{kind} {name}"
     return f"table {table}" if table else None

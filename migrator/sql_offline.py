@@ -4,6 +4,7 @@ that turns whatever it raises into a reason (`migrator.sql_output` renders it as
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from migrator.logs import first_line
@@ -80,7 +81,13 @@ def why(exc: BaseException) -> str:
         return f"it calls sys.exit({exc.code!r})"
     if isinstance(exc, NoInspectionAvailable):
         return "it introspects the database (sqlalchemy.inspect), which needs a database"
-    return f"it raises {type(exc).__name__} offline: {first_line(exc)}"
+    # An object's repr in the message names its memory address: not part of a script that
+    # must be the same bytes on every run.
+    message = _ADDRESS.sub("", first_line(exc))
+    return f"it raises {type(exc).__name__} offline: {message}"
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+(?=>)")
 
 
 class Guarded:

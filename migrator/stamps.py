@@ -36,3 +36,35 @@ def move_heads(step: Any, heads: set[str]) -> None:
         from_, to_ = step.update_version_num(heads)
         heads.discard(from_)
         heads.add(to_)
+
+
+def in_declared_order(step: Any) -> Any:
+    """`step` with Alembic's merge and unmerge bookkeeping in a fixed order.
+
+    For a merge Alembic picks which parent row to UPDATE and which to DELETE (for an unmerge,
+    which rows to INSERT) through a `set` when another branch is still open, so the order
+    followed the interpreter's string hashing: `--sql` differed between runs, and online a
+    different row was kept. The rows are Alembic's choice; only their order is fixed here, to
+    the order the revision declares them (what Alembic itself uses when no other branch is
+    open)."""
+    if not hasattr(step, "merge_branch_idents"):
+        return step  # a stamp step: no merge bookkeeping
+    merge, unmerge = step.merge_branch_idents, step.unmerge_branch_idents
+
+    def merge_branch_idents(heads: set[str]) -> tuple[list[str], str, str]:
+        delete, update_from, update_to = merge(heads)
+        chosen = _ordered(step.from_revisions, {*delete, update_from})
+        return chosen[:-1], chosen[-1], update_to
+
+    def unmerge_branch_idents(heads: set[str]) -> tuple[str, str, tuple[str, ...]]:
+        update_from, update_to, insert = unmerge(heads)
+        chosen = _ordered(step.to_revisions, {*insert, update_to})
+        return update_from, chosen[-1], tuple(chosen[:-1])
+
+    step.merge_branch_idents = merge_branch_idents
+    step.unmerge_branch_idents = unmerge_branch_idents
+    return step
+
+
+def _ordered(declared: tuple[str, ...], chosen: set[str]) -> list[str]:
+    return [revision for revision in declared if revision in chosen]

@@ -367,9 +367,10 @@ class PluginSteps:
 def upgrade_walk(script: ScriptDirectory, target: str | None, heads: tuple[str, ...]
                  ) -> list[Any]:
     """The steps `alembic upgrade` takes from `heads` to `target` (None: the heads), in
-    exactly Alembic's order (branches and merges included): online and offline alike."""
+    exactly Alembic's order (branches and merges included): online and offline alike; merge
+    stamps in a fixed order (`stamps.in_declared_order`)."""
     current: Any = heads  # Alembic accepts the heads tuple (annotated str)
-    return list(script._upgrade_revs(target or "heads", current))
+    return [stamps.in_declared_order(s) for s in script._upgrade_revs(target or "heads", current)]
 
 
 def downgrade_walk(script: ScriptDirectory, destination: str, heads: tuple[str, ...]
@@ -377,7 +378,7 @@ def downgrade_walk(script: ScriptDirectory, destination: str, heads: tuple[str, 
     """The steps `alembic downgrade` takes from `heads` to `destination` (a revision, -N,
     base)."""
     current: Any = heads
-    return list(script._downgrade_revs(destination, current))
+    return [stamps.in_declared_order(s) for s in script._downgrade_revs(destination, current)]
 
 
 # The fate of the transaction a revision started in, the INVALID indexes of its schema, and

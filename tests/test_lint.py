@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from helpers import settings_for
+from treebuilder import Rev, write_plugin
 
 from migrator import discovery, lint, lint_squawk, previews, runs
 from migrator.config import Settings
@@ -261,3 +262,17 @@ def test_pending_lints_only_what_the_database_has_not_applied(
     assert "0003_index_region.py" in findings_by_file(report)
     with pytest.raises(ConfigError, match="database"):
         previews.lint(Settings(migrations_dir=trees), pending=True)
+
+
+def test_a_dropped_index_is_named_as_an_index(tmp_path: Path) -> None:
+    """`op.drop_index(...)` renders `DROP INDEX ix` (no table in the statement): its finding
+    names `index ix`, not `table ix` (seen on real trees that drop old indexes)."""
+    root = tmp_path / "plugins"
+    write_plugin(root, "shop", [
+        Rev("a1", None, "op.execute('CREATE TABLE orders (id int, region text)')"),
+        Rev("a2", "a1", "op.drop_index('ix_orders_region', table_name='orders')"),
+        Rev("a3", "a2", "op.execute('DROP INDEX IF EXISTS shop.ix_old')")])
+    report = previews.lint(Settings(migrations_dir=root))
+    named = {(f.revision, f.object) for f in report.findings
+             if f.rule == "require-concurrent-index-deletion"}
+    assert named == {("a2", "index ix_orders_region"), ("a3", "index shop.ix_old")}

@@ -16,6 +16,7 @@ import pytest
 from conftest import with_database
 from helpers import fetch, settings_for, wait_until
 from psycopg import sql
+from treebuilder import Rev, write_plugin
 
 from migrator import previews, runs
 from migrator.config import Settings
@@ -234,3 +235,23 @@ def test_a_killed_sql_backfill_resumes_from_its_checkpoint(database_url: str, tr
     again = psql(database_url, rest)  # its stamp's UPDATE finds nothing to move
     assert again.returncode == 0, again.stderr
     assert fetch(database_url, "SELECT DISTINCT counter FROM pairs.readings") == [(1,)]
+
+
+def test_an_error_naming_an_object_renders_the_same_bytes_every_run(tmp_path: Path,
+                                                                    run_cli: Any) -> None:
+    """A revision that fails offline with an error quoting an object's repr (an unnamed
+    constraint: `op.drop_constraint(None, ...)`, as autogenerate leaves it) renders as a stop
+    whose reason carries no memory address: two runs print the same script."""
+    root = tmp_path / "plugins"
+    write_plugin(root, "core", [
+        Rev("a1", None, "op.execute('CREATE TABLE things (id int PRIMARY KEY)')"),
+        Rev("a2", "a1", "op.drop_constraint(None, 'things', type_='foreignkey')")])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATOR_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    first, second = (run_cli("--migrations-dir", root, "upgrade", "--sql", env=env)
+                     for _ in range(2))
+    assert first.returncode == second.returncode == 0, first.stderr
+    assert "revision a2 (0002_a2.py) cannot be shown offline: it raises CompileError" in (
+        first.stdout)
+    assert " at 0x" not in first.stdout
+    assert first.stdout == second.stdout

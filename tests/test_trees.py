@@ -244,7 +244,7 @@ def test_read_only_commands_show_several_heads(run_cli: Any, cli_env: dict[str, 
     [item] = json.loads(status.stdout)["plugins"]
     assert item["state"] == "multiple_heads"
     assert item["heads"] == ["left1", "right1"] and item["head"] is None
-    assert item["pending"] == ["base1", "left1", "right1"]
+    assert item["pending"] == ["base1", "right1", "left1"]  # as `alembic upgrade heads` walks
     checked = run_cli("status", "--check", env=env)
     assert checked.returncode == 5, checked.stderr
     assert "forked (multiple_heads)" in error_lines(checked.stderr)[0]
