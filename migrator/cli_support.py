@@ -35,7 +35,7 @@ def handled(fn: F) -> F:
         except MigratorError as exc:
             message = logs.redact(str(exc))
             logs.get_logger().error("command.failed", error=message, exit_code=exc.exit_code,
-                                    error_type=type(exc).__name__)
+                                    error_type=getattr(exc, "error_type", type(exc).__name__))
             typer.echo(f"migrator: error: {message}", err=True)
             raise typer.Exit(exc.exit_code) from None
 

@@ -45,6 +45,7 @@ class ChildResult:
     exit_code: int = 0
     signal_name: str | None = None
     died: bool = False  # the worker ended without sending this
+    error_type: str | None = None  # the worker's error class, for the log
 
 
 def _serve(prepared: Runner, tasks: Pipe, results: Pipe) -> None:
@@ -77,7 +78,8 @@ def _run_one(runner: Runner, item: PluginPlan) -> ChildResult:
     except MigratorError as exc:
         if item.name in runner.outcomes:
             outcome = runner.outcomes[item.name].as_dict()
-        return ChildResult(item.name, outcome, str(exc), exc.exit_code)
+        return ChildResult(item.name, outcome, str(exc), exc.exit_code,
+                           error_type=type(exc).__name__)
     return ChildResult(item.name, runner.outcomes[item.name].as_dict())
 
 
@@ -224,8 +226,12 @@ def _error_of(result: ChildResult) -> MigratorError:
                           signal_name=result.signal_name)
     error = _WorkerFailed(result.error or f"plugin {result.plugin!r}: its worker failed")
     error.exit_code = result.exit_code
+    error.error_type = result.error_type or "MigrationFailed"
     return error
 
 
 class _WorkerFailed(MigratorError):
-    """An error a worker reported (its message and exit code, carried over the pipe)."""
+    """An error a worker reported (its message, exit code and class name, carried over the
+    pipe)."""
+
+    error_type = "MigrationFailed"
