@@ -26,6 +26,12 @@ def plugin_key(plugin: str) -> int:
     return advisory_key(f"migrator:plugin:{plugin}")
 
 
+# Held for a transaction by whoever grants on migrator's shared objects (the `migrator`
+# schema, its history function and progress table): two `--jobs` workers granting on the same
+# catalog row at once make PostgreSQL fail one with "tuple concurrently updated".
+SHARED_GRANTS_KEY = advisory_key("migrator:shared-grants")
+
+
 def key_parts(key: int) -> tuple[int, int]:
     """(classid, objid) of a bigint advisory lock key, as pg_locks shows it."""
     unsigned = key & 0xFFFFFFFFFFFFFFFF

@@ -16,6 +16,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 from contextlib import suppress
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
@@ -48,11 +49,12 @@ class ChildResult:
     error_type: str | None = None  # the worker's error class, for the log
 
 
-def _serve(prepared: Runner, tasks: Pipe, results: Pipe) -> None:
+def _serve(prepared: Runner, parent: int, tasks: Pipe, results: Pipe) -> None:
     """A worker's life, in the forked process: take plugins until told to stop (None or the
     parent gone), run each on this worker's own session, send back each result."""
     from migrator.stopping import StopRequest
 
+    _die_with(parent)
     with StopRequest().installed() as stop:
         # Only the parent's forwarded SIGTERM stops a worker: a terminal's Ctrl-C reaches the
         # whole process group, and counting it twice would force-cancel a running statement.
@@ -69,6 +71,22 @@ def _serve(prepared: Runner, tasks: Pipe, results: Pipe) -> None:
                 results.send(_run_one(runner, item))
         finally:
             runner.close()
+
+
+def _die_with(parent: int) -> None:
+    """A run killed outright (kill -9, the OOM killer taking the main process) takes its
+    workers with it, as it would take a sequential run's work: their open transaction is
+    rolled back by the server, and no orphan keeps migrating after its run is gone."""
+    if sys.platform == "linux":
+        import ctypes
+
+        with suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _run_one(runner: Runner, item: PluginPlan) -> ChildResult:
@@ -123,7 +141,7 @@ class _Pool:
     def _fork(context: Any, prepared: Runner, number: int) -> _Worker:
         take, give = context.Pipe(duplex=False)
         receive, send = context.Pipe(duplex=False)
-        process = context.Process(target=_serve, args=(prepared, take, send),
+        process = context.Process(target=_serve, args=(prepared, os.getpid(), take, send),
                                   name=f"migrator-worker-{number}")
         process.start()
         take.close()

@@ -5,12 +5,13 @@ No database: these call `migrator.config` directly with an explicit environment 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from migrator.config import DatabaseUrl, Settings, parse_duration
+from migrator.config import DatabaseUrl, Settings, default_jobs, parse_duration
 from migrator.errors import ConfigError
 
 PASSWORD = "hunter2-Sekret"
@@ -67,7 +68,7 @@ OPTIONS: list[tuple[str, str, Any, str, tuple[Any, Any, Any]]] = [
     ("lock_timeout", "MIGRATOR_LOCK_TIMEOUT", "250ms", "2", (0.25, 2.0, 5.0)),
     ("retries", "MIGRATOR_RETRIES", 2, "7", (2, 7, 5)),
     ("isolate_roles", "MIGRATOR_ISOLATE_ROLES", True, "0", (True, False, False)),
-    ("jobs", "MIGRATOR_JOBS", 4, "2", (4, 2, 1)),
+    ("jobs", "MIGRATOR_JOBS", 4, "3", (4, 3, default_jobs())),
 ]
 
 
@@ -97,7 +98,11 @@ def test_empty_variable_means_unset() -> None:
     default instead of being parsed."""
     settings = Settings.from_sources({}, {"MIGRATOR_LOCK_WAIT": "", "MIGRATOR_JOBS": ""})
     assert settings.lock_wait == 300.0
-    assert settings.jobs == 1
+    assert settings.jobs == default_jobs()
+
+
+def test_jobs_default_to_the_usable_cpus_but_at_most_two() -> None:
+    assert default_jobs() == min(len(os.sched_getaffinity(0)), 2)
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
-from helpers import error_lines, fetch, version_of
+from helpers import error_lines, fetch, version_of, wait_until
 from treebuilder import Rev, write_plugin
 
 PLUGINS = 8
@@ -108,3 +109,44 @@ def test_a_failure_in_a_worker_is_logged_with_its_own_error_type(
     [failed] = [e for e in json_logs(result.stderr) if e["event"] == "command.failed"]
     assert failed["error_type"] == "MigrationFailed"
     assert version_of(database_url, "good") == ["g1"]
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_killing_the_run_takes_its_workers_with_it(
+    database_url: str, start_cli: Any, cli_env: dict[str, str], tmp_path: Path,
+) -> None:
+    """kill -9 of the main process kills its workers too (no orphan keeps migrating once its
+    run is gone); what they were doing is rolled back, nothing is stamped."""
+    root = tmp_path / "plugins"
+    for name in ("slow_a", "slow_b"):
+        write_plugin(root, name, [Rev(f"{name}1", None,
+                                      'op.create_table("t", sa.Column("id", sa.Integer))\n'
+                                      'op.execute("SELECT pg_sleep(600)")')])
+    process = start_cli("upgrade", "--jobs", "2", env=env_for(cli_env, database_url, root))
+    sleeping = ("SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(600)%%' "
+                "AND state = 'active'")
+    wait_until(lambda: len(fetch(database_url, sleeping)) == 2, "both workers in their revision",
+               process)
+    children = f"/proc/{process.pid}/task/{process.pid}/children"
+    with open(children) as listed:
+        workers = [int(pid) for pid in listed.read().split()]
+    assert len(workers) == 2
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    wait_until(lambda: not any(alive(pid) for pid in workers), "the workers to die")
+    # A server backend only notices its client is gone when it next talks to it: end the
+    # sleeps, then nothing of either revision is left.
+    fetch(database_url, f"SELECT pg_terminate_backend(pid) FROM ({sleeping}) s")
+    wait_until(lambda: fetch(database_url, sleeping) == [], "the sleeping backends to end")
+    assert fetch(database_url, "SELECT to_regclass('slow_a.t'), to_regclass('slow_b.t')") == [
+        (None, None)]
+    assert fetch(database_url, "SELECT count(*) FROM migrator.history WHERE outcome = "
+                 "'applied'") == [(0,)]

@@ -110,7 +110,7 @@ def test_each_plugin_owns_its_schema_and_runs_under_its_role(
                  "migrator.backfill_progress") == [("iso_core", "done", 40)]
     # History rows are written as the login role, in each revision's transaction.
     assert fetch(database_url, "SELECT plugin, revision FROM migrator.history "
-                 "WHERE outcome = 'applied' ORDER BY id") == [
+                 "WHERE outcome = 'applied' ORDER BY plugin, id") == [
         ("iso_core", "iso_core_0001"), ("iso_core", "iso_core_0002"),
         ("iso_intruder", "iso_intruder_0001"),
         ("iso_panels", "iso_panels_0001"), ("iso_panels", "iso_panels_0002")]
