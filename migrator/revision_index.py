@@ -7,23 +7,27 @@ entry point names (in site-packages). One file, not one per tree: a thousand sma
 more to read, and far more to write. An entry per revision file, by its path from the index:
 
     {"format": "migrator-index/1",
-     "files": {"core/versions/0001_create_accounts.py": {"size": 875, "mtime_ns":
-               1733450000123456789, "inode": 4212, "sha256": "…", "revision": "0001",
+     "files": {"core/versions/0001_create_accounts.py": {"size": 875, "inode": 4212,
+               "mtime_ns": 1733450000123456789, "ctime_ns": 1733450000123456789,
+               "sha256": "…", "revision": "0001",
                "down_revisions": [], "branch_labels": [], "depends_on": [],
                "message": "create accounts"}}}
 
 Trust, in this order; an index can make migrator skip work, never see a file as other than
 it is:
-- An entry is used without opening its file only when the file's size, mtime_ns and inode
-  (`os.stat`, through symlinks) all equal the entry's. The path part of the key is relative
-  to the index's directory, so moving the whole directory keeps it (inodes differ on a copy).
+- An entry is used without opening its file only when the file's size, inode, mtime_ns and
+  ctime_ns (`os.stat`, through symlinks) all equal the entry's. The path part of the key is
+  relative to the index's directory. ctime because no one can set it: an in-place rewrite of
+  the same size whose mtime is put back (`os.utime`, `touch -d`, `rsync --inplace -t`) still
+  changes it.
 - Otherwise the file is read, and when its sha256 is the entry's, the entry's fields are used
   (the parse is skipped, the read is not). This is what makes an index built into an image
   useful on every node: extracting a layer gives files new inodes, and Docker layers keep
   mtimes to the second only.
-- An entry for a file modified within `RACY_NS` of the index being written gets `mtime_ns`
-  null, so it is never trusted on identity alone: a second edit within the same clock tick,
-  keeping size and inode, would otherwise go unseen (git's "racy clean" entries).
+- An entry for a file changed no earlier than the index's own mtime (the file system's clock
+  and granularity) gets `mtime_ns` null, so it is never trusted on identity alone: a second
+  edit in the same clock tick, keeping the size, would otherwise go unseen (git's "racily
+  clean" entries). A later rewrite records it once it is older.
 - A missing, unreadable, oversized, corrupt or other-format index, or an entry of the wrong
   shape, counts as no entry: never an error.
 
@@ -50,7 +54,6 @@ from migrator.revisions import REVISION_ID_PATTERN, RevisionFile, printable, rea
 
 INDEX_NAME = ".migrator-index.json"
 FORMAT = "migrator-index/1"
-RACY_NS = 2_000_000_000  # covers coarse file clocks (FAT: 2 s) and a little clock skew
 MAX_INDEX_BYTES = 64 * 1024 * 1024  # a hostile or runaway file is not loaded whole
 
 
@@ -60,7 +63,9 @@ class RevisionIndex:
 
     path: str  # <directory>/.migrator-index.json
     entries: dict[str, Any]
-    current: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # What a rewrite would hold: entries as loaded, or what was read (made entries on save).
+    current: dict[str, dict[str, Any] | tuple[RevisionFile, os.stat_result, str]] = field(
+        default_factory=dict)
     parsed: bool = False  # a file had to be parsed: the index on disk is behind
 
     @classmethod
@@ -86,6 +91,7 @@ class RevisionIndex:
                 status = None  # read below, which names the problem
             if (status is not None and stat.S_ISREG(status.st_mode)
                     and entry.get("mtime_ns") == status.st_mtime_ns
+                    and entry.get("ctime_ns") == status.st_ctime_ns
                     and entry.get("size") == status.st_size
                     and entry.get("inode") == status.st_ino):
                 known = _revision_from(entry, file, plugin)
@@ -100,7 +106,7 @@ class RevisionIndex:
         if known is None:
             known = RevisionFile.parse(data, file, plugin=plugin)
             self.parsed = True
-        self.current[name] = _entry(known, status, digest)
+        self.current[name] = (known, status, digest)
         return known
 
     def save_if_behind(self) -> None:
@@ -118,11 +124,10 @@ class RevisionIndex:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                # The file system's clock, not ours: what a later edit's mtime will come from.
-                racy_after = os.fstat(fd).st_mtime_ns - RACY_NS
-                files = {name: entry if isinstance(entry.get("mtime_ns"), int)
-                         and entry["mtime_ns"] < racy_after else {**entry, "mtime_ns": None}
-                         for name, entry in sorted(self.current.items())}
+                # The file system's clock and granularity, not ours: what stamps the files.
+                now = os.fstat(fd).st_mtime_ns
+                files = {name: _entry(value, now)
+                         for name, value in sorted(self.current.items())}
                 # dumps, not dump: dump feeds the file from a pure-Python generator, 10x slower.
                 handle.write(json.dumps({"format": FORMAT, "files": files},
                                         separators=(",", ":")))
@@ -163,8 +168,16 @@ def _load_entries(path: str) -> dict[str, Any]:
     return files if isinstance(files, dict) else {}
 
 
-def _entry(revision: RevisionFile, status: os.stat_result, digest: str) -> dict[str, Any]:
-    return {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "inode": status.st_ino,
+def _entry(value: dict[str, Any] | tuple[RevisionFile, os.stat_result, str], now: int
+           ) -> dict[str, Any]:
+    """The entry to write: `mtime_ns` null when the file may still change within the tick
+    it last changed in (see the module)."""
+    if isinstance(value, dict):  # trusted on its identity in this run: recorded before
+        return value
+    revision, status, digest = value
+    racy = max(status.st_mtime_ns, status.st_ctime_ns) >= now
+    return {"size": status.st_size, "inode": status.st_ino,
+            "mtime_ns": None if racy else status.st_mtime_ns, "ctime_ns": status.st_ctime_ns,
             "sha256": digest, "revision": revision.revision,
             "down_revisions": list(revision.down_revisions),
             "branch_labels": list(revision.branch_labels),
