@@ -4,7 +4,7 @@
     .venv/bin/python bench/noop_scale.py --repeat 3 --results bench/work/RESULTS.scale.md
 
 For each fleet size (`--plugins 100 1000`, `--revisions 10`), one database is brought to head
-(`psql -1 -f fleet.sql`: the fleet's DDL and version stamps; `--prepare migrator` uses
+(`psql -f fleet.sql`: the fleet's DDL and version stamps; `--prepare migrator` uses
 `migrator upgrade`, minutes at 1,000 plugins), then, interleaved after one untimed warm-up round,
 each contender a whole process configured as in a pod (MIGRATOR_* variables, a bare `upgrade`:
 the lean no-op path):
@@ -144,7 +144,10 @@ def measure(args: argparse.Namespace, plugins: int, migrator: list[str], admin: 
     with admin.fresh_database(f"scale{plugins}") as url:
         log(f"{plugins}: bringing the database to head with {args.prepare}")
         if args.prepare == "psql":
-            subprocess.run(benchlib.psql_command(dirs["index"] / "fleet.sql", url), check=True,
+            # Not psql -1: 1,000 plugins' DDL in one transaction passes
+            # max_locks_per_transaction.
+            subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f",
+                            str(dirs["index"] / "fleet.sql"), url], check=True,
                            capture_output=True, timeout=1800)
         else:
             run_once(contenders[1], url, migrator, log_dir / f"scale{plugins}-prepare.log")
