@@ -186,21 +186,23 @@ def _entry(value: dict[str, Any] | tuple[RevisionFile, os.stat_result, str], now
 
 def _revision_from(entry: dict[str, Any], file: str, plugin: str) -> RevisionFile | None:
     """The entry as a RevisionFile, held to what `RevisionFile.parse` guarantees; None when
-    it is not (a damaged or foreign index)."""
-    revision, parents, message = entry.get("revision"), entry.get("down_revisions"), entry.get(
-        "message")
-    labels: Any = entry.get("branch_labels")
-    depends_on: Any = entry.get("depends_on")
-    if not (isinstance(revision, str) and REVISION_ID_PATTERN.match(revision)
-            and isinstance(parents, list) and all(
-                isinstance(p, str) and REVISION_ID_PATTERN.match(p) for p in parents)
-            and _names(labels) and _names(depends_on) and isinstance(message, str)):
+    it is not (a damaged or foreign index). Written for speed: it runs per file per run."""
+    revision, parents = entry.get("revision"), entry.get("down_revisions")
+    labels, depends_on = entry.get("branch_labels"), entry.get("depends_on")
+    message = entry.get("message")
+    if (type(revision) is not str or not _is_id(revision) or type(parents) is not list
+            or type(message) is not str or not _names(labels) or not _names(depends_on)):
         return None
-    return RevisionFile(revision=revision, down_revisions=tuple(parents), file=file,
-                        message=message, branch_labels=tuple(labels),
-                        depends_on=tuple(depends_on), plugin=plugin)
+    for parent in parents:
+        if type(parent) is not str or not _is_id(parent):
+            return None
+    return RevisionFile(revision, tuple(parents), file, message, tuple(labels or ()),
+                        tuple(depends_on or ()), plugin)
+
+
+_is_id = REVISION_ID_PATTERN.match
 
 
 def _names(value: Any) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(v, str) and v and "\n" not in v for v in value)
+    return type(value) is list and (not value or all(
+        type(v) is str and v and "\n" not in v for v in value))
