@@ -198,7 +198,7 @@ def render(args: argparse.Namespace, facts: dict[str, str],
              f"Measured {facts['date']} with `{benchlib.redact(command).strip()}`; "
              f"{args.repeat} interleaved rounds after one warm-up; the database brought to head "
              f"by {args.prepare}. Machine: {facts['cpu']} ({facts['cores']} logical cores), "
-             f"Python {facts['python']}, PostgreSQL {facts['postgres']}; load average "
+             f"Python {facts['python']}, {facts['postgres']}; load average "
              f"{facts['load_before']} before, {facts['load_after']} after.", ""]
     for plugins, contenders in sorted(sizes.items()):
         lines += [f"### {plugins} plugins {X} {args.revisions} revisions", "",

@@ -259,3 +259,26 @@ def test_the_index_command_and_the_fast_path(
     status = run_cli("status", "--format", "json", env=env)
     lean = next(p for p in json.loads(status.stdout)["plugins"] if p["name"] == "lean")
     assert (lean["current"], lean["head"], lean["state"]) == ("l2", "m2", "unknown_revision")
+
+
+def test_an_entry_point_tree_gets_an_index_in_its_package(
+    platform_root: Path, tree: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tree an installed package names through a `migrator.plugins` entry point (in
+    site-packages, not the migrations directory) has its own index in the package directory,
+    keyed from there; `index_path` says where each plugin's index is."""
+    site = tree("disc_entry_point")
+    info = site / "extplug_dist-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: extplug-dist\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[migrator.plugins]\nextplug = extplug_pkg\n")
+    monkeypatch.syspath_prepend(str(site))
+    found = discovery.discover(platform_root, rebuild_index=True)
+    assert {p.name: discovery.index_path(p, platform_root) for p in found} == {
+        "core": platform_root / INDEX_NAME, "lean": platform_root / INDEX_NAME,
+        "extplug": site / "extplug_pkg" / INDEX_NAME}
+    assert sorted(entries(site / "extplug_pkg")) == sorted(
+        f"versions/{p.name}" for p in (site / "extplug_pkg" / "versions").glob("*.py")
+        if p.name != "__init__.py")
+    assert "extplug_pkg" not in json.dumps(entries(platform_root))
+    assert discovery.discover(platform_root) == found
