@@ -24,10 +24,11 @@ it is:
   (the parse is skipped, the read is not). This is what makes an index built into an image
   useful on every node: extracting a layer gives files new inodes, and Docker layers keep
   mtimes to the second only.
-- An entry for a file changed no earlier than the index's own mtime (the file system's clock
-  and granularity) gets `mtime_ns` null, so it is never trusted on identity alone: a second
-  edit in the same clock tick, keeping the size, would otherwise go unseen (git's "racily
-  clean" entries). A later rewrite records it once it is older.
+- An entry for a file changed less than `RACY_NS` before the run began (by our clock or, when
+  its clock lags, the file system's: a new file's mtime) gets `mtime_ns` null, so it is never
+  trusted on identity alone: an edit in the same clock tick as the one before, after it was
+  read, would leave size, mtime and ctime as recorded (git's "racily clean" entries; 2 s also
+  covers coarse clocks, FAT's 2 s). A later rewrite records it once it is older.
 - A missing, unreadable, oversized, corrupt or other-format index, or an entry of the wrong
   shape, counts as no entry: never an error.
 
@@ -46,6 +47,7 @@ import hashlib
 import json
 import os
 import stat
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +57,7 @@ from migrator.revisions import REVISION_ID_PATTERN, RevisionFile, printable, rea
 INDEX_NAME = ".migrator-index.json"
 FORMAT = "migrator-index/1"
 MAX_INDEX_BYTES = 64 * 1024 * 1024  # a hostile or runaway file is not loaded whole
+RACY_NS = 2_000_000_000
 
 
 @dataclass(slots=True)
@@ -67,6 +70,7 @@ class RevisionIndex:
     current: dict[str, dict[str, Any] | tuple[RevisionFile, os.stat_result, str]] = field(
         default_factory=dict)
     parsed: bool = False  # a file had to be parsed: the index on disk is behind
+    started_ns: int = field(default_factory=time.time_ns)  # before any file was read
 
     @classmethod
     def load(cls, directory: str) -> RevisionIndex:
@@ -124,9 +128,9 @@ class RevisionIndex:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                # The file system's clock and granularity, not ours: what stamps the files.
-                now = os.fstat(fd).st_mtime_ns
-                files = {name: _entry(value, now)
+                # The file system's clock too: a network file system stamps by its own.
+                racy_from = min(self.started_ns, os.fstat(fd).st_mtime_ns) - RACY_NS
+                files = {name: _entry(value, racy_from)
                          for name, value in sorted(self.current.items())}
                 # dumps, not dump: dump feeds the file from a pure-Python generator, 10x slower.
                 handle.write(json.dumps({"format": FORMAT, "files": files},
@@ -168,14 +172,14 @@ def _load_entries(path: str) -> dict[str, Any]:
     return files if isinstance(files, dict) else {}
 
 
-def _entry(value: dict[str, Any] | tuple[RevisionFile, os.stat_result, str], now: int
+def _entry(value: dict[str, Any] | tuple[RevisionFile, os.stat_result, str], racy_from: int
            ) -> dict[str, Any]:
     """The entry to write: `mtime_ns` null when the file may still change within the tick
     it last changed in (see the module)."""
     if isinstance(value, dict):  # trusted on its identity in this run: recorded before
         return value
     revision, status, digest = value
-    racy = max(status.st_mtime_ns, status.st_ctime_ns) >= now
+    racy = max(status.st_mtime_ns, status.st_ctime_ns) >= racy_from
     return {"size": status.st_size, "inode": status.st_ino,
             "mtime_ns": None if racy else status.st_mtime_ns, "ctime_ns": status.st_ctime_ns,
             "sha256": digest, "revision": revision.revision,

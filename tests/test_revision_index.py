@@ -19,7 +19,7 @@ import pytest
 from treebuilder import Rev, write_plugin
 
 from migrator import discovery
-from migrator.revision_index import INDEX_NAME
+from migrator.revision_index import INDEX_NAME, RACY_NS
 
 MIGRATOR = [sys.executable, "-m", "migrator"]
 
@@ -127,6 +127,19 @@ def test_an_edited_revision_is_seen(platform_root: Path, how: str, new: str) -> 
     assert seen["opened"] == ["0002_l2.py"]  # the others still come from the index
     assert entries(platform_root)["lean/versions/0002_l2.py"]["revision"] == new
     assert discovery.discover(platform_root, entry_points=False) == truth(platform_root)
+
+
+def test_a_file_changed_just_before_indexing_is_not_trusted_on_identity(
+        platform_root: Path) -> None:
+    """A file changed less than 2 s before the index was built (a second edit in the same
+    clock tick would keep its timestamps) is read again by the next run, not trusted."""
+    index_settled(platform_root)
+    path = platform_root / "core" / "versions" / "0002_c2.py"
+    rewrite(path, '"c2"', '"d2"', how="in-place")
+    discovery.discover(platform_root, entry_points=False, rebuild_index=True)
+    if time.time_ns() - path.stat().st_ctime_ns < RACY_NS:  # else this machine stalled 2 s
+        assert entries(platform_root)["core/versions/0002_c2.py"]["mtime_ns"] is None
+        assert probe(platform_root)["opened"] == ["0002_c2.py"]
 
 
 def test_a_touched_file_is_read_again_but_not_parsed_or_rewritten(platform_root: Path) -> None:
