@@ -5,9 +5,14 @@
 #   docker build -t migrator:0.1.0 .
 #   docker run --rm -e MIGRATOR_DATABASE_URL=postgresql://app@db/platform migrator:0.1.0
 #
-# A platform ships its own trees on top:  FROM migrator:0.1.0
-#                                          COPY plugin_migrations/ /app/plugin_migrations/
-# (or installs plugin packages that declare `migrator.plugins` entry points).
+# A platform ships its own trees on top, and indexes them (the root filesystem is read-only at
+# run time; see "The revision index" in README.md):
+#     FROM migrator:0.1.0
+#     USER root
+#     COPY plugin_migrations/ /app/plugin_migrations/
+#     RUN python -m compileall -q /app/plugin_migrations && migrator index
+#     USER 10001:10001
+# (or installs plugin packages that declare `migrator.plugins` entry points, then the same RUN).
 # tests/test_packaging.py lints this file with hadolint and runs the build stage's RUN steps
 # in a fresh virtual environment; keep them plain shell.
 
@@ -41,8 +46,10 @@ RUN python -m pip uninstall --yes --no-cache-dir pip setuptools wheel \
 COPY --from=build /opt/migrator /opt/migrator
 WORKDIR /app
 COPY plugin_migrations/ /app/plugin_migrations/
-# Bytecode built now: the root filesystem is read-only at run time.
-RUN python -m compileall -q /app/plugin_migrations
+# Bytecode and the revision index built now: the root filesystem is read-only at run time.
+# The index (.migrator-index.json) spares each pod start parsing every revision file.
+RUN python -m compileall -q /app/plugin_migrations \
+    && /opt/migrator/bin/migrator index --migrations-dir /app/plugin_migrations
 ENV PATH=/opt/migrator/bin:$PATH \
     MIGRATOR_MIGRATIONS_DIR=/app/plugin_migrations \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -1,5 +1,5 @@
-"""Commands for plugin authors and laptops: new plugins, revisions and merges, and the embedded
-server. Registered on the app by `migrator.cli`."""
+"""Commands for plugin authors, image builds and laptops: new plugins, revisions and merges, the
+revision index, and the embedded server. Registered on the app by `migrator.cli`."""
 
 from __future__ import annotations
 
@@ -83,6 +83,37 @@ def register(app: typer.Typer) -> None:
         new = commands.merge(settings, plugin, message)
         typer.echo(f"created {shown(new.path)} (revision {new.revision}, merges "
                    f"{', '.join(new.down_revisions)})")
+
+    @app.command("index")
+    @handled
+    def index_command(
+        ctx: typer.Context,
+        migrations_dir: Annotated[str | None, typer.Option(
+            "--migrations-dir", help="The plugin trees, as the global option "
+            "[env: MIGRATOR_MIGRATIONS_DIR; default ./plugin_migrations]",
+            show_default=False)] = None,
+    ) -> None:
+        """Write the revision index of every tree (no database): read every revision file
+        afresh into <migrations-dir>/.migrator-index.json, and <package>/.migrator-index.json
+        for trees of installed packages. Run it where the trees will be read, e.g. in the image
+        build after copying them: runs on a read-only root filesystem then parse nothing.
+
+        Example: migrator index --migrations-dir /app/plugin_migrations
+        """
+        from migrator import discovery
+
+        settings = settings_from(ctx, migrations_dir=migrations_dir)
+        found = discovery.discover(settings.migrations_dir, rebuild_index=True)
+        written: dict[Path, list[discovery.Plugin]] = {}
+        for plugin in found:
+            written.setdefault(discovery.index_path(plugin, settings.migrations_dir),
+                               []).append(plugin)
+        for path, plugins in written.items():
+            revisions = sum(len(p.revisions) for p in plugins)
+            typer.echo(f"wrote {shown(path)}: {revisions} revisions of {len(plugins)} "
+                       f"plugin{'s' if len(plugins) != 1 else ''}")
+        if not written:
+            typer.echo("no plugin trees found; no index written")
 
     embedded = typer.Typer(help="The embedded PostgreSQL kept in .migrator/pgdata.",
                            no_args_is_help=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from migrator.graph import (
     with_dependencies,
 )
 from migrator.graph import heads as revision_heads
+from migrator.revision_index import INDEX_NAME, RevisionIndex
 from migrator.revisions import (
     REVISION_ID_PATTERN,
     RevisionFile,
@@ -35,7 +37,7 @@ from migrator.revisions import (
 __all__ = [
     "DEFAULT_VERSION_TABLE", "ENTRY_POINT_GROUP", "NAME_PATTERN", "PLUGIN_TOML_KEYS",
     "RESERVED_SCHEMAS", "REVISION_ID_PATTERN", "Plugin", "RevisionFile", "dependents_of",
-    "discover", "order_by_dependencies", "printable", "reachable", "read_plugin_toml",
+    "discover", "index_path", "order_by_dependencies", "printable", "reachable", "read_plugin_toml",
     "require_regular_file", "validate_schema_name", "with_dependencies",
 ]
 
@@ -94,8 +96,10 @@ class Plugin:
         return None
 
     @classmethod
-    def from_directory(cls, path: Path, *, source: str, name: str | None = None) -> Plugin:
-        """Read and validate the tree at `path` (a directory holding `versions/`)."""
+    def from_directory(cls, path: Path, *, source: str, name: str | None = None,
+                       index: RevisionIndex | None = None, prefix: str = "") -> Plugin:
+        """Read and validate the tree at `path` (a directory holding `versions/`), through
+        `index` when given (`prefix`: the tree's path from the index, ending with "/")."""
         name = name or path.name
         if not NAME_PATTERN.match(name):
             raise TreeError(
@@ -111,7 +115,7 @@ class Plugin:
         if name in depends_on:
             raise DependencyError(f"{toml}: plugin {name!r} depends on itself; "
                                   "remove it from depends_on", plugins=[name])
-        revisions = _read_revisions(path / "versions", name)
+        revisions = _read_revisions(path / "versions", name, index, prefix + "versions/")
         return cls(
             name=name, schema=schema, path=path, source=source, depends_on=depends_on,
             models=config.get("models"), description=config.get("description", ""),
@@ -185,18 +189,20 @@ def _validate_toml(data: dict[str, Any], where: str, plugin: str, path: str) -> 
             raise refuse(f"{key} lists {twice!r} twice; list it once")
 
 
-def _read_revisions(versions: Path, plugin: str) -> tuple[RevisionFile, ...]:
+def _read_revisions(versions: Path, plugin: str, index: RevisionIndex | None,
+                    prefix: str) -> tuple[RevisionFile, ...]:
     # os.scandir and string paths: building a thousand Path objects costs more than reading
     # the files.
     try:
-        files = sorted(entry.path for entry in os.scandir(versions)
+        files = sorted((entry.path, entry.name) for entry in os.scandir(versions)
                        if entry.name.endswith(".py")
                        and not entry.name.startswith(("__init__", ".#")))
     except OSError as exc:
         raise TreeError(f"{printable(str(versions))}: cannot list the versions directory "
                         f"({exc.strerror}); fix its permissions or remove it",
                         plugin=plugin, path=str(versions)) from None
-    revisions = [RevisionFile.read(file, plugin=plugin) for file in files]
+    revisions = ([RevisionFile.read(file, plugin=plugin) for file, _ in files] if index is None
+                 else [index.revision(file, prefix + name, plugin) for file, name in files])
     seen: dict[str, str] = {}
     for rev in revisions:
         if rev.revision in seen:
@@ -234,16 +240,21 @@ def _heads(revisions: tuple[RevisionFile, ...], plugin: str, path: Path) -> tupl
     return revision_heads(parents)
 
 
-def discover(migrations_dir: Path, *, entry_points: bool = True) -> list[Plugin]:
+def discover(migrations_dir: Path, *, entry_points: bool = True,
+             rebuild_index: bool = False) -> list[Plugin]:
     """Every plugin from `migrations_dir` and the `migrator.plugins` entry points, validated
-    and in dependency order."""
+    and in dependency order, read through the revision indexes (`migrator.revision_index`);
+    `rebuild_index` reads every file afresh and writes the indexes, failing when it cannot."""
     found: dict[str, Plugin] = {}
     if migrations_dir.is_dir():
+        index = _index(str(migrations_dir), rebuild_index)
         for child in _plugin_directories(migrations_dir):
-            plugin = Plugin.from_directory(child, source=str(child))
+            plugin = Plugin.from_directory(child, source=str(child), index=index,
+                                           prefix=child.name + "/")
             found[plugin.name] = plugin
+        _save(index, rebuild_index)
     if entry_points:
-        for plugin in _entry_point_plugins():
+        for plugin in _entry_point_plugins(rebuild_index):
             if plugin.name in found:
                 raise TreeError(
                     f"plugin {plugin.name!r} is found twice: {found[plugin.name].source} and "
@@ -283,7 +294,9 @@ def _plugin_directories(migrations_dir: Path) -> list[Path]:
 def _is_directory(path: Path, plugin: str) -> bool:
     """Whether `path` is a directory; a broken or looping symlink is a `TreeError`."""
     try:
-        return os.path.isdir(os.path.realpath(path, strict=True))
+        # One stat through the links, not realpath's lstat of every component: a thousand
+        # plugins made that a noticeable share of a no-op run.
+        return stat.S_ISDIR(os.stat(path).st_mode)
     except FileNotFoundError:
         if os.path.islink(path):
             raise TreeError(f"{printable(str(path))}: a symlink to nothing "
@@ -296,7 +309,7 @@ def _is_directory(path: Path, plugin: str) -> bool:
                         "or remove it", plugin=plugin, path=str(path)) from None
 
 
-def _entry_point_plugins() -> Iterable[Plugin]:
+def _entry_point_plugins(rebuild_index: bool) -> Iterable[Plugin]:
     from importlib.metadata import entry_points
     from importlib.util import find_spec
 
@@ -314,7 +327,28 @@ def _entry_point_plugins() -> Iterable[Plugin]:
         directory = Path(locations[0]) if locations else Path(str(spec.origin)).parent
         if not (directory / "versions").is_dir():
             raise TreeError(f"{where}: {directory} has no versions/ folder", plugin=entry.name)
-        yield Plugin.from_directory(directory, source=where, name=entry.name)
+        index = _index(str(directory), rebuild_index)
+        yield Plugin.from_directory(directory, source=where, name=entry.name, index=index)
+        _save(index, rebuild_index)
+
+
+def index_path(plugin: Plugin, migrations_dir: Path) -> Path:
+    """Where `plugin`'s revision index is: in the migrations directory for its trees, in the
+    package directory for a tree an entry point names."""
+    if plugin.path.parent == migrations_dir:
+        return migrations_dir / INDEX_NAME
+    return plugin.path / INDEX_NAME
+
+
+def _index(directory: str, rebuild: bool) -> RevisionIndex:
+    return RevisionIndex.empty(directory) if rebuild else RevisionIndex.load(directory)
+
+
+def _save(index: RevisionIndex, rebuild: bool) -> None:
+    if rebuild:
+        index.save_or_refuse()
+    else:
+        index.save_if_behind()
 
 
 def _check_schemas_unique(plugins: Iterable[Plugin]) -> None:

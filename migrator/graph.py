@@ -41,11 +41,38 @@ def reachable(start: Iterable[str], edges: Mapping[str, Iterable[str]]) -> set[s
 
 def find_cycle(edges: Mapping[str, Iterable[str]]) -> list[str] | None:
     """The members of one cycle along `edges` (each listed once), or None."""
+    if _acyclic(edges):  # graphlib costs ~30 µs a tree: a no-op over 1,000 plugins pays it
+        return None
     try:
         TopologicalSorter({node: tuple(after) for node, after in edges.items()}).prepare()
     except CycleError as exc:
         return list(dict.fromkeys(exc.args[1]))
     return None
+
+
+def _acyclic(edges: Mapping[str, Iterable[str]]) -> bool:
+    """Whether `edges` has no cycle: an iterative depth-first search (edges to nodes outside
+    `edges` end there, as graphlib treats them)."""
+    done: set[str] = set()
+    for start in edges:
+        if start in done:
+            continue
+        path = {start}
+        stack = [(start, iter(edges[start]))]
+        while stack:
+            node, following = stack[-1]
+            for target in following:
+                if target in path:
+                    return False
+                if target not in done and target in edges:
+                    path.add(target)
+                    stack.append((target, iter(edges[target])))
+                    break
+            else:
+                stack.pop()
+                path.discard(node)
+                done.add(node)
+    return True
 
 
 def heads(parents: Mapping[str, Sequence[str]]) -> tuple[str, ...]:

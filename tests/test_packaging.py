@@ -8,6 +8,7 @@ shipped in kubernetes-validate, and its timing and hardening rules are asserted.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from migrator.config import parse_duration
+from migrator.revisions import RevisionFile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -202,10 +204,18 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
                                     capture_output=True, text=True, check=False, timeout=900)
             log.append(f"$ {command}\n{result.stdout}{result.stderr}")
             assert result.returncode == 0, "\n".join(log)
-    # The final stage's trees and environment, at their places under `root`.
+    # The final stage's trees and environment, at their places under `root`, and its RUN
+    # steps on the trees (bytecode, the revision index).
     app = root / "app"
     shutil.copytree(REPO_ROOT / "plugin_migrations", app / "plugin_migrations",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".migrator-index.json"))
+    for args in final.all("RUN"):
+        if "/app/" in args:
+            command = args.replace("/opt/migrator", str(venv)).replace("/app/", f"{app}/")
+            result = subprocess.run(["sh", "-c", command], cwd=app, env=env,
+                                    capture_output=True, text=True, check=False, timeout=300)
+            log.append(f"$ {command}\n{result.stdout}{result.stderr}")
+            assert result.returncode == 0, "\n".join(log)
     run_env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATOR_")}
     for args in final.all("ENV"):
         for key, value in env_pairs(args).items():
@@ -237,6 +247,25 @@ def test_image_venv_holds_exactly_the_lock(image_venv: dict[str, Any]) -> None:
             if version and not name.startswith("#")}
     assert installed.pop("migrator") == "0.1.0"
     assert installed == pins
+
+
+def test_image_indexes_its_trees(image_venv: dict[str, Any]) -> None:
+    """The final stage writes the revision index after copying the trees (next to compileall):
+    one entry per revision file, each as reading the file gives it, so a run on the read-only
+    root filesystem parses none of them."""
+    _, final = dockerfile_stages(DOCKERFILE.read_text())
+    tree_steps = [args for args in final.all("RUN") if "/app/" in args]
+    assert len(tree_steps) == 1 and "compileall" in tree_steps[0]
+    assert "migrator index --migrations-dir /app/plugin_migrations" in tree_steps[0]
+    trees = image_venv["app"] / "plugin_migrations"
+    index = json.loads((trees / ".migrator-index.json").read_text())
+    files = sorted(str(p.relative_to(trees)) for p in trees.glob("*/versions/*.py"))
+    assert files and sorted(index["files"]) == files
+    for name, entry in index["files"].items():
+        revision = RevisionFile.read(str(trees / name), plugin=name.partition("/")[0])
+        assert (entry["revision"], entry["down_revisions"], entry["message"]) == (
+            revision.revision, list(revision.down_revisions), revision.message)
+        assert entry["sha256"] == hashlib.sha256((trees / name).read_bytes()).hexdigest()
 
 
 def test_image_entrypoint_runs(image_venv: dict[str, Any]) -> None:

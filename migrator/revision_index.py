@@ -1,0 +1,212 @@
+"""The revision index: what discovery reads from each revision file, kept beside the trees.
+
+Reading and parsing the ids of 10,000 revision files is most of a no-op run over 1,000 plugins.
+One index describes the revision files below its directory: `<migrations-dir>/
+.migrator-index.json` for the trees there, `<package>/.migrator-index.json` for a tree an
+entry point names (in site-packages). One file, not one per tree: a thousand small files cost
+more to read, and far more to write. An entry per revision file, by its path from the index:
+
+    {"format": "migrator-index/1",
+     "files": {"core/versions/0001_create_accounts.py": {"size": 875, "inode": 4212,
+               "mtime_ns": 1733450000123456789, "ctime_ns": 1733450000123456789,
+               "sha256": "…", "revision": "0001",
+               "down_revisions": [], "branch_labels": [], "depends_on": [],
+               "message": "create accounts"}}}
+
+Trust, in this order; an index can make migrator skip work, never see a file as other than
+it is:
+- An entry is used without opening its file only when the file's size, inode, mtime_ns and
+  ctime_ns (`os.stat`, through symlinks) all equal the entry's. The path part of the key is
+  relative to the index's directory. ctime because no one can set it: an in-place rewrite of
+  the same size whose mtime is put back (`os.utime`, `touch -d`, `rsync --inplace -t`) still
+  changes it.
+- Otherwise the file is read, and when its sha256 is the entry's, the entry's fields are used
+  (the parse is skipped, the read is not). This is what makes an index built into an image
+  useful on every node: extracting a layer gives files new inodes, and Docker layers keep
+  mtimes to the second only.
+- An entry for a file changed less than `RACY_NS` before the run began (by our clock or, when
+  its clock lags, the file system's: a new file's mtime) gets `mtime_ns` null, so it is never
+  trusted on identity alone: an edit in the same clock tick as the one before, after it was
+  read, would leave size, mtime and ctime as recorded (git's "racily clean" entries; 2 s also
+  covers coarse clocks, FAT's 2 s). A later rewrite records it once it is older.
+- A missing, unreadable, oversized, corrupt or other-format index, or an entry of the wrong
+  shape, counts as no entry: never an error.
+
+Writing: `migrator index` writes every tree's index and fails naming the path when it cannot.
+Any other command that reads the trees rewrites an index only when it had to parse a file it
+did not describe (new, changed, no index), atomically (a temporary file beside it,
+then rename), and ignores any failure: a read-only root filesystem, a package directory it may
+not write, a full disk. Files whose only change is their identity (an image pulled onto a node)
+are re-read on every run but not rewritten: a fresh container would throw the write away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from migrator.errors import TreeError
+from migrator.revisions import REVISION_ID_PATTERN, RevisionFile, printable, read_with_identity
+
+INDEX_NAME = ".migrator-index.json"
+FORMAT = "migrator-index/1"
+MAX_INDEX_BYTES = 64 * 1024 * 1024  # a hostile or runaway file is not loaded whole
+RACY_NS = 2_000_000_000
+
+
+@dataclass(slots=True)
+class RevisionIndex:
+    """One index: the entries loaded from disk, and those a rewrite would hold."""
+
+    path: str  # <directory>/.migrator-index.json
+    entries: dict[str, Any]
+    # What a rewrite would hold: entries as loaded, or what was read (made entries on save).
+    current: dict[str, dict[str, Any] | tuple[RevisionFile, os.stat_result, str]] = field(
+        default_factory=dict)
+    parsed: bool = False  # a file had to be parsed: the index on disk is behind
+    started_ns: int = field(default_factory=time.time_ns)  # before any file was read
+
+    @classmethod
+    def load(cls, directory: str) -> RevisionIndex:
+        """The index in `directory`; an empty one when there is none usable."""
+        path = os.path.join(directory, INDEX_NAME)
+        return cls(path, _load_entries(path))
+
+    @classmethod
+    def empty(cls, directory: str) -> RevisionIndex:
+        """An index trusting nothing on disk: `migrator index` reads every file afresh."""
+        return cls(os.path.join(directory, INDEX_NAME), {})
+
+    def revision(self, file: str, name: str, plugin: str) -> RevisionFile:
+        """The revision file at `file` (`name`: its path from the index's directory) of
+        `plugin`: from the index when it describes the file as it is, else read (and parsed
+        unless its bytes are the indexed ones)."""
+        entry = self.entries.get(name)
+        if isinstance(entry, dict):
+            try:
+                status: os.stat_result | None = os.stat(file)
+            except OSError:
+                status = None  # read below, which names the problem
+            if (status is not None and stat.S_ISREG(status.st_mode)
+                    and entry.get("mtime_ns") == status.st_mtime_ns
+                    and entry.get("ctime_ns") == status.st_ctime_ns
+                    and entry.get("size") == status.st_size
+                    and entry.get("inode") == status.st_ino):
+                known = _revision_from(entry, file, plugin)
+                if known is not None:
+                    self.current[name] = entry
+                    return known
+        data, status = read_with_identity(file, plugin=plugin, what="revision file")
+        digest = hashlib.sha256(data).hexdigest()
+        known = None
+        if isinstance(entry, dict) and entry.get("sha256") == digest:
+            known = _revision_from(entry, file, plugin)
+        if known is None:
+            known = RevisionFile.parse(data, file, plugin=plugin)
+            self.parsed = True
+        self.current[name] = (known, status, digest)
+        return known
+
+    def save_if_behind(self) -> None:
+        """Rewrite the index when a file had to be parsed; never fails (see the module)."""
+        if self.parsed:
+            # A read-only filesystem or directory, a full disk: the next run reads the files.
+            with contextlib.suppress(OSError):
+                self.save()
+
+    def save(self) -> None:
+        """Write the index atomically; OSError when it cannot be written."""
+        directory = os.path.dirname(self.path)
+        temporary = os.path.join(
+            directory, f".migrator-index.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                # The file system's clock too: a network file system stamps by its own.
+                racy_from = min(self.started_ns, os.fstat(fd).st_mtime_ns) - RACY_NS
+                files = {name: _entry(value, racy_from)
+                         for name, value in sorted(self.current.items())}
+                # dumps, not dump: dump feeds the file from a pure-Python generator, 10x slower.
+                handle.write(json.dumps({"format": FORMAT, "files": files},
+                                        separators=(",", ":")))
+            os.replace(temporary, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+    def save_or_refuse(self) -> None:
+        """`save`, failing with a `TreeError` naming the path (for `migrator index`)."""
+        try:
+            self.save()
+        except OSError as exc:
+            raise TreeError(f"{printable(self.path)}: cannot write the revision index "
+                            f"({exc.strerror}); make its directory writable when running "
+                            "migrator index", path=self.path) from None
+
+
+def _load_entries(path: str) -> dict[str, Any]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return {}
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_INDEX_BYTES:
+            return {}
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            document = json.loads(handle.read())
+    except (OSError, ValueError, RecursionError):  # ValueError: bad JSON or UTF-8
+        return {}
+    finally:
+        os.close(fd)
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        return {}
+    files = document.get("files")
+    return files if isinstance(files, dict) else {}
+
+
+def _entry(value: dict[str, Any] | tuple[RevisionFile, os.stat_result, str], racy_from: int
+           ) -> dict[str, Any]:
+    """The entry to write: `mtime_ns` null when the file may still change within the tick
+    it last changed in (see the module)."""
+    if isinstance(value, dict):  # trusted on its identity in this run: recorded before
+        return value
+    revision, status, digest = value
+    racy = max(status.st_mtime_ns, status.st_ctime_ns) >= racy_from
+    return {"size": status.st_size, "inode": status.st_ino,
+            "mtime_ns": None if racy else status.st_mtime_ns, "ctime_ns": status.st_ctime_ns,
+            "sha256": digest, "revision": revision.revision,
+            "down_revisions": list(revision.down_revisions),
+            "branch_labels": list(revision.branch_labels),
+            "depends_on": list(revision.depends_on), "message": revision.message}
+
+
+def _revision_from(entry: dict[str, Any], file: str, plugin: str) -> RevisionFile | None:
+    """The entry as a RevisionFile, held to what `RevisionFile.parse` guarantees; None when
+    it is not (a damaged or foreign index). Written for speed: it runs per file per run."""
+    revision, parents = entry.get("revision"), entry.get("down_revisions")
+    labels, depends_on = entry.get("branch_labels"), entry.get("depends_on")
+    message = entry.get("message")
+    if (type(revision) is not str or not _is_id(revision) or type(parents) is not list
+            or type(message) is not str or not _names(labels) or not _names(depends_on)):
+        return None
+    for parent in parents:
+        if type(parent) is not str or not _is_id(parent):
+            return None
+    return RevisionFile(revision, tuple(parents), file, message, tuple(labels or ()),
+                        tuple(depends_on or ()), plugin)
+
+
+_is_id = REVISION_ID_PATTERN.match
+
+
+def _names(value: Any) -> bool:
+    return type(value) is list and (not value or all(
+        type(v) is str and v and "\n" not in v for v in value))
