@@ -276,7 +276,8 @@ class _Walk:
         self.log.info(
             "backfill.batch", plugin=self.env.plugin, revision=self.revision,
             backfill=self.spec.name, batch=new_state.batches_done, rows=new_state.batch_rows,
-            keys=new_state.batch_keys, batch_size=size, rows_done=new_state.rows_done,
+            keys=new_state.batch_keys, batch_size=size,
+            walk="key_range" if new_state.key_range else "keyset", rows_done=new_state.rows_done,
             last_key=new_state.last_key, ms=round(elapsed * 1000, 1), rows_per_s=int(rate),
             estimated_total=new_state.estimated_total, total_rows=new_state.total_rows,
             eta_s=_eta(new_state.rows_done, new_state.estimated_total, self.rate))
