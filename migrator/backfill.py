@@ -293,6 +293,9 @@ class _Walk:
         if code == retries.QUERY_CANCELED:
             self.sizer.split()
             action = "split"
+        elif code in retries.LOCK_CONFLICT_SQLSTATES and self.spec.target_batch_time:
+            self.sizer.contended()
+            action = "shrink"
         if retries.connection_lost(exc) or self.conn is None or self.conn.closed:
             raise self._lost(exc)
         self.log.warning("backfill.retry", plugin=self.env.plugin, revision=self.revision,
