@@ -65,7 +65,9 @@ def start(conn: psycopg.Connection[Any], plugin: str, revision: str, spec: Backf
         status, last_key, upper_key, rows_done, batches_done, total_rows = row
         if status in (BackfillStatus.FAILED, BackfillStatus.PAUSED):
             status = BackfillStatus.RUNNING
-        table_rows: int | None = None  # on a resume, the planner's estimate decides the walk
+        # The table's rows, for the walk's density: counted when that is the total (no
+        # `where`); otherwise (and on a resume) the planner's estimate.
+        table_rows: int | None = None
         if status != BackfillStatus.DONE and upper_key is None:
             # The walk is bounded by the largest key present when it first starts: rows
             # inserted later are the application's, written with the new code.
@@ -77,7 +79,8 @@ def start(conn: psycopg.Connection[Any], plugin: str, revision: str, spec: Backf
             # The true total, counted once in the transaction that fixes the walk's bound
             # (the planner's estimate can be far off after deletes): the progress bar and
             # `status` show rows done out of it.
-            total_rows, table_rows = _count(conn, spec) if upper_key is not None else (0, 0)
+            total_rows = _count(conn, spec) if upper_key is not None else 0
+            table_rows = None if spec.where else total_rows
         conn.execute(sql.SQL(
             "UPDATE {} SET upper_key = %s, status = %s, total_rows = %s, updated_at = now() "
             "WHERE plugin = %s AND revision = %s AND name = %s").format(_PROGRESS),
@@ -92,15 +95,13 @@ def start(conn: psycopg.Connection[Any], plugin: str, revision: str, spec: Backf
                  total_rows=total_rows, key_range=key_range)
 
 
-def _count(conn: psycopg.Connection[Any], spec: BackfillSpec) -> tuple[int, int]:
-    """The rows the walk will update (those matching `where`, all of them without it) and
-    the table's rows (for the walk's density), in one scan."""
-    matching: sql.Composable = sql.SQL("count(*)")
+def _count(conn: psycopg.Connection[Any], spec: BackfillSpec) -> int:
+    """The rows the walk will update: those matching `where` (all of them without it)."""
+    statement = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*spec.table))
     if spec.where:
-        matching = sql.SQL("count(*) FILTER (WHERE {})").format(_author_sql(spec.where))
-    row = conn.execute(sql.SQL("SELECT {}, count(*) FROM {}").format(
-        matching, sql.Identifier(*spec.table)), dict(spec.params)).fetchone()
-    return (int(row[0]), int(row[1])) if row else (0, 0)
+        statement = sql.SQL("{} WHERE {}").format(statement, _author_sql(spec.where))
+    row = conn.execute(statement, dict(spec.params)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _estimate(conn: psycopg.Connection[Any], spec: BackfillSpec, rows_done: int) -> int | None:

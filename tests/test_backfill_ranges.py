@@ -79,6 +79,17 @@ def test_a_dense_integer_key_is_walked_in_key_ranges_each_row_once(conn: Any) ->
     assert counters(conn) == {1: 10_000}
 
 
+def test_with_where_only_matching_rows_in_each_range_are_updated_and_counted(conn: Any) -> None:
+    """With `where`, the count is of matching rows (the true total) and the density comes from
+    the planner's estimate of the table: ranges, each updating only its matching rows."""
+    make_items(conn, "SELECT generate_series(1, 5000)")
+    conn.execute("UPDATE items SET counter = 10 WHERE id % 4 = 0; ANALYZE items")
+    first, batches = walk(conn, spec_for(where="counter < 10"), 1000)
+    assert first.key_range and first.total_rows == 3750
+    assert [b.batch_rows for b in batches] == [750] * 5
+    assert batches[-1].rows_done == 3750 and counters(conn) == {1: 3750, 10: 1250}
+
+
 def test_big_gaps_are_skipped_and_sparse_keys_fall_back_to_keyset(conn: Any) -> None:
     """A dense key with a 3,000-wide hole: the batch after the hole starts at the next key
     present (no empty batch). Keys missing everywhere (every third): ranges with fewer rows.
