@@ -1,7 +1,8 @@
 """Batched backfills: `migrator.backfill(...)`, called from a revision's `upgrade()`.
 
-A backfill walks a table in key order (keyset pagination, never OFFSET), one short transaction
-per batch on a connection of its own: lock the checkpoint row in `migrator.backfill_progress`,
+A backfill walks a table in key order (key ranges on a dense integer key, keyset pagination
+otherwise, never OFFSET: `migrator.backfill_ranges`), one short transaction per batch on the
+work session: lock the checkpoint row in `migrator.backfill_progress`,
 update the batch, move the checkpoint, commit. A killed, disconnected or stopped run resumes
 after the last committed batch and every row is updated exactly once. Transient errors are
 retried per batch (`migrator.retries`); the batch size adapts toward a target duration
@@ -77,7 +78,8 @@ def backfill(
         params: values for ``:name`` parameters in ``set`` and ``where``.
         name: the backfill's name in ``migrator.backfill_progress`` (default: the table name).
         batch_size: rows per batch. Given alone, every batch has exactly this many keys (the
-            last one fewer); given with ``target_batch_time``, the first batch has this many
+            last one fewer; on a dense integer key, a key range this many integers wide: at
+            most this many rows); given with ``target_batch_time``, the first batch has this many
             and later ones adapt. Neither given: migrator's default start (1000) adapting
             toward 50 ms a batch.
         pause: seconds (or ``"250ms"``) to sleep between batches, to leave the server room.
@@ -276,7 +278,8 @@ class _Walk:
         self.log.info(
             "backfill.batch", plugin=self.env.plugin, revision=self.revision,
             backfill=self.spec.name, batch=new_state.batches_done, rows=new_state.batch_rows,
-            keys=new_state.batch_keys, batch_size=size, rows_done=new_state.rows_done,
+            keys=new_state.batch_keys, batch_size=size,
+            walk="key_range" if new_state.key_range else "keyset", rows_done=new_state.rows_done,
             last_key=new_state.last_key, ms=round(elapsed * 1000, 1), rows_per_s=int(rate),
             estimated_total=new_state.estimated_total, total_rows=new_state.total_rows,
             eta_s=_eta(new_state.rows_done, new_state.estimated_total, self.rate))
@@ -292,6 +295,9 @@ class _Walk:
         if code == retries.QUERY_CANCELED:
             self.sizer.split()
             action = "split"
+        elif code in retries.LOCK_CONFLICT_SQLSTATES and self.spec.target_batch_time:
+            self.sizer.contended()
+            action = "shrink"
         if retries.connection_lost(exc) or self.conn is None or self.conn.closed:
             raise self._lost(exc)
         self.log.warning("backfill.retry", plugin=self.env.plugin, revision=self.revision,

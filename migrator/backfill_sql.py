@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from migrator import backfill_ranges
 from migrator.records import BackfillStatus
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class State:
     estimated_total: int | None = None  # the true total when known, else the planner's guess
     total_rows: int | None = None  # counted when the walk started
     moved: bool = False  # the checkpoint was ahead of what this run last saw
+    key_range: bool = False  # batches are key ranges (a dense integer key), not keyset
 
 
 def _key_array(columns: list[sql.Composable]) -> sql.Composed:
@@ -63,6 +65,9 @@ def start(conn: psycopg.Connection[Any], plugin: str, revision: str, spec: Backf
         status, last_key, upper_key, rows_done, batches_done, total_rows = row
         if status in (BackfillStatus.FAILED, BackfillStatus.PAUSED):
             status = BackfillStatus.RUNNING
+        # The table's rows, for the walk's density: counted when that is the total (no
+        # `where`); otherwise (and on a resume) the planner's estimate.
+        table_rows: int | None = None
         if status != BackfillStatus.DONE and upper_key is None:
             # The walk is bounded by the largest key present when it first starts: rows
             # inserted later are the application's, written with the new code.
@@ -75,16 +80,19 @@ def start(conn: psycopg.Connection[Any], plugin: str, revision: str, spec: Backf
             # (the planner's estimate can be far off after deletes): the progress bar and
             # `status` show rows done out of it.
             total_rows = _count(conn, spec) if upper_key is not None else 0
+            table_rows = None if spec.where else total_rows
         conn.execute(sql.SQL(
             "UPDATE {} SET upper_key = %s, status = %s, total_rows = %s, updated_at = now() "
             "WHERE plugin = %s AND revision = %s AND name = %s").format(_PROGRESS),
             (Jsonb(upper_key) if upper_key is not None else None, str(status), total_rows, plugin,
              revision, spec.name))
     total = total_rows if total_rows is not None else _estimate(conn, spec, rows_done)
+    key_range = status != BackfillStatus.DONE and backfill_ranges.dense_integer_key(
+        conn, spec, table_rows)
     return State(plugin=plugin, revision=revision, name=spec.name, status=status,
                  last_key=last_key, upper_key=upper_key, rows_done=rows_done,
                  batches_done=batches_done, estimated_total=total,
-                 total_rows=total_rows)
+                 total_rows=total_rows, key_range=key_range)
 
 
 def _count(conn: psycopg.Connection[Any], spec: BackfillSpec) -> int:
@@ -128,7 +136,8 @@ class Statements:
         self.aliases = [sql.Identifier(f"__migrator_k{i}") for i in range(len(spec.key))]
         self.set_sql = _author_sql(spec.set) if spec.set else None
         self.where_sql = _author_sql(spec.where) if spec.where else None
-        self._sql_statements: dict[bool, sql.Composed] = {}  # by "is this the first batch"
+        # By (is this the first batch, is it a key range).
+        self._sql_statements: dict[tuple[bool, bool], sql.Composed] = {}
 
     def run_batch(self, state: State, size: int) -> State:
         """One batch in one short transaction that first locks the checkpoint row, updates up
@@ -230,13 +239,29 @@ class Statements:
                        batches_done=batches_done, batch_keys=keys, batch_rows=rows)
 
     def _sql_batch(self, state: State, size: int) -> State:
-        first = state.last_key is None
-        if first not in self._sql_statements:
-            self._sql_statements[first] = self._sql_statement(state)
-        row = self.conn.execute(self._sql_statements[first], self._params(state, size)).fetchone()
+        shape = (state.last_key is None, state.key_range)
+        if shape not in self._sql_statements:
+            self._sql_statements[shape] = (self._range_statement(state) if state.key_range
+                                           else self._sql_statement(state))
+        row = self.conn.execute(self._sql_statements[shape], self._params(state, size)).fetchone()
         if row is None:  # the checkpoint had moved: nothing ran; where is it now?
             return replace(self._lock_checkpoint(state, lock=False), moved=True)
         return self._apply_result(state, row)
+
+    def _checkpoint_row(self) -> sql.Composed:
+        """The checkpoint row, if it is still where this batch starts."""
+        return sql.SQL(
+            "{} WHERE plugin = {} AND revision = {} AND name = {} AND batches_done = {}").format(
+                _PROGRESS, sql.Placeholder("__migrator_plugin"),
+                sql.Placeholder("__migrator_revision"), sql.Placeholder("__migrator_name"),
+                sql.Placeholder("__migrator_batches"))
+
+    def _range_statement(self, state: State) -> sql.Composed:
+        assert self.set_sql is not None
+        return backfill_ranges.range_statement(
+            self.table, self.keys[0], self.set_sql, self.where_sql,
+            first=state.last_key is None, checkpoint_row=self._checkpoint_row(),
+            progress=self._progress_update(sql.SQL("counts")))
 
     def _sql_statement(self, state: State) -> sql.Composed:
         """One autocommit statement, one round trip: lock the checkpoint row if it is still
@@ -258,21 +283,15 @@ class Statements:
         if self.where_sql is not None:
             update_where.append(sql.SQL("({})").format(self.where_sql))
         statement = sql.SQL(
-            "WITH {guard} AS (SELECT 1 FROM {progress_table} WHERE plugin = {plugin} "
-            "AND revision = {revision} AND name = {name} AND batches_done = {batches} "
-            "FOR UPDATE), "
+            "WITH {guard} AS (SELECT 1 FROM {checkpoint_row} FOR UPDATE), "
             "{batch} AS ({selection}), "
             "{last} AS (SELECT {aliases} FROM {batch} ORDER BY {descending} LIMIT 1), "
             "updated AS (UPDATE {table} SET {assignments} WHERE {update_where} RETURNING 1), "
             "counts AS (SELECT (SELECT count(*) FROM updated) AS rows, "
             "(SELECT count(*) FROM {batch}) AS keys, (SELECT {last_text} FROM {last}) AS last) "
             "{progress}").format(
-                guard=guard, progress_table=_PROGRESS,
-                plugin=sql.Placeholder("__migrator_plugin"),
-                revision=sql.Placeholder("__migrator_revision"),
-                name=sql.Placeholder("__migrator_name"),
-                batches=sql.Placeholder("__migrator_batches"),
-                batch=batch, selection=self._selection(state, [], guard=guard), last=last,
+                guard=guard, checkpoint_row=self._checkpoint_row(), batch=batch,
+                selection=self._selection(state, [], guard=guard), last=last,
                 aliases=sql.SQL(", ").join(self.aliases),
                 descending=sql.SQL(", ").join(sql.SQL("{} DESC").format(a) for a in self.aliases),
                 table=self.table, assignments=self.set_sql,

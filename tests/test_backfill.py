@@ -496,13 +496,16 @@ def test_batch_size_alone_is_fixed_with_a_target_it_adapts_neither_is_the_defaul
     assert spec(None, 0).target_batch_time is None
 
 
-def test_batch_sizer_moves_gradually_toward_the_target_within_bounds() -> None:
-    """Fast batches grow the size by at most 1.5x a step, slow ones shrink it by at most
-    half, it settles near the target, and stays within [MIN_BATCH, MAX_BATCH]."""
+def test_batch_sizer_grows_fast_then_settles_at_the_target_and_drops_after_a_slow_batch(
+) -> None:
+    """Batches far under the target grow the size up to 4x a step, nearer it by at most 1.5x;
+    a batch far over the target sizes the next one from itself (at most /8), one a little
+    over shrinks it by at most half; it settles near the target within [MIN_BATCH,
+    MAX_BATCH]; a retried lock conflict and a statement timeout halve it."""
     sizer = BatchSizer(1000, 0.05)
     sizes = [sizer.observe(sizer.size, sizer.size * 1e-6) for _ in range(8)]  # 1 µs a row
-    assert sizes[:3] == [1500, 2250, 3375]
-    assert all(b <= a * 1.5 for a, b in zip([1000, *sizes], sizes, strict=False))
+    assert sizes[:4] == [4000, 16_000, 24_000, 36_000]  # x4 under 12.5 ms, then x1.5
+    assert all(b <= a * 4 for a, b in zip([1000, *sizes], sizes, strict=False))
     for _ in range(30):
         sizer.observe(sizer.size, sizer.size * 1e-6)
     assert 49_000 <= sizer.size <= 51_000  # 50 ms at 1 µs a row
@@ -511,11 +514,16 @@ def test_batch_sizer_moves_gradually_toward_the_target_within_bounds() -> None:
     assert sizer.size == MAX_BATCH
 
     slow = BatchSizer(10_000, 0.05)
-    assert slow.observe(10_000, 2.0) == 5000  # 40x over target: only halved
-    assert slow.observe(5000, 1.0) == 2500
+    assert slow.observe(10_000, 2.0) == 1250  # 40x over target: an eighth at once
+    assert slow.observe(1250, 0.25) == 250  # 5x over: what that batch says (50 ms / 200 µs)
     for _ in range(40):
-        slow.observe(slow.size, slow.size * 200e-6)  # settles at 50 ms / 200 µs = 250 rows
+        slow.observe(slow.size, slow.size * 200e-6)
     assert 240 <= slow.size <= 260
+
+    over = BatchSizer(10_000, 0.05)
+    assert over.observe(10_000, 0.09) == 5555  # under 2x the target: smoothed, gradual
+    assert over.observe(5555, 0.3) == 925  # 6x over: straight to what it measured
+    assert over.contended() == 462
 
     tiny = BatchSizer(20, 0.05)
     for _ in range(10):
