@@ -39,14 +39,15 @@ class Runner:
 
     def __init__(self, settings: Settings, url: DatabaseUrl, stop: StopRequest, *,
                  schemas: dict[str, str] | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 loaded: dict[str, ScriptDirectory] | None = None) -> None:
         self.settings, self.url, self.stop = settings, url, stop
         self.schemas = schemas or {}  # plugin name -> schema, to find a dependency's tables
         self.sleep = sleep
         self.log = get_logger()
         self.outcomes: dict[str, PluginOutcome] = {}  # filled in as plugins run, even failing
         self._session: db.WorkSession | None = None
-        self._scripts: dict[str, ScriptDirectory] = {}
+        self._scripts: dict[str, ScriptDirectory] = {} if loaded is None else loaded
         self._adopted: psycopg.Connection[Any] | None = None
 
     # -- public verbs ------------------------------------------------------------------------
@@ -62,9 +63,8 @@ class Runner:
         """A Runner for a forked worker: the trees this one loaded, its own stop request,
         and its own session, opened on first use (this one must not have one open)."""
         assert self._session is None and self._adopted is None
-        runner = Runner(self.settings, self.url, stop, schemas=self.schemas, sleep=self.sleep)
-        runner._scripts = self._scripts
-        return runner
+        return Runner(self.settings, self.url, stop, schemas=self.schemas, sleep=self.sleep,
+                      loaded=self._scripts)
 
     def upgrade(self, item: PluginPlan) -> PluginOutcome:
         return self._migrate(item.plugin, records.Direction.UP, item.target, check_plan=item)

@@ -131,8 +131,8 @@ def test_killing_the_run_takes_its_workers_with_it(
                                       'op.create_table("t", sa.Column("id", sa.Integer))\n'
                                       'op.execute("SELECT pg_sleep(600)")')])
     process = start_cli("upgrade", "--jobs", "2", env=env_for(cli_env, database_url, root))
-    sleeping = ("SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(600)%%' "
-                "AND state = 'active'")
+    sleeping = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND query LIKE 'SELECT pg_sleep(600)%%' AND state = 'active'")
     wait_until(lambda: len(fetch(database_url, sleeping)) == 2, "both workers in their revision",
                process)
     children = f"/proc/{process.pid}/task/{process.pid}/children"
