@@ -68,6 +68,11 @@ def platform(database_url: str, run_cli: Any, cli_env: dict[str, str], tmp_path:
     write_plugin(root, "sbx_core", CORE)
     env = {**cli_env, "MIGRATOR_DATABASE_URL": database_url, "MIGRATOR_MIGRATIONS_DIR": str(root)}
 
+    # The sibling is in place, with its row, before the attacker arrives: the two do not
+    # depend on each other, so a run of both may apply them in either order (--jobs).
+    ready = run_cli("upgrade", "--isolate-roles", env=env)
+    assert ready.returncode == 0, ready.stderr
+
     def run(*args: str, attack: str | None = None) -> Any:
         if attack is not None:
             write_plugin(root, "sbx_evil", [EVIL_BASE, Rev("evil2", "evil1", attack)])
