@@ -107,6 +107,29 @@ def session_settings(schema: str, *, lock_timeout: float) -> list[sql.SQL | sql.
     ]
 
 
+def session_settings_in_one(schema: str, *, lock_timeout: float) -> list[sql.SQL | sql.Composed]:
+    """`session_settings` in three statements instead of eight, for each revision's start (a
+    statement costs client time even pipelined): the `SET`s as one `SELECT set_config(...)`,
+    which returns nothing the caller needs."""
+    statements = session_settings(schema, lock_timeout=lock_timeout)
+    assert statements[2] == sql.SQL("RESET ROLE")  # the shape the rest of this relies on
+    # quote_ident quotes as SET does, so current_setting('search_path') reads the same.
+    path = sql.SQL(" || ', ' || ").join(
+        sql.SQL("pg_catalog.quote_ident({})").format(sql.Literal(part))
+        for part in [schema] + (["public"] if schema != "public" else []))
+    values: list[tuple[str, sql.Composable]] = [
+        ("role", sql.Literal("none")), ("search_path", path),
+        ("lock_timeout", sql.Literal(f"{max(1, round(lock_timeout * 1000))}ms")),
+        ("idle_session_timeout", sql.Literal("0")),
+        ("idle_in_transaction_session_timeout", sql.Literal("0")),
+        ("synchronous_commit", sql.Literal("off"))]
+    assert len(values) == len(statements) - 2
+    calls = sql.SQL(", ").join(
+        sql.SQL("pg_catalog.set_config({}, {}, false)").format(sql.Literal(name), value)
+        for name, value in values)
+    return [*statements[:2], sql.SQL("SELECT {}").format(calls)]
+
+
 def version_table(plugin: Versioned) -> sql.Identifier:
     return sql.Identifier(plugin.schema, getattr(plugin, "version_table", VERSION_TABLE))
 

@@ -11,7 +11,7 @@ more to read, and far more to write. An entry per revision file, by its path fro
                "mtime_ns": 1733450000123456789, "ctime_ns": 1733450000123456789,
                "sha256": "…", "revision": "0001",
                "down_revisions": [], "branch_labels": [], "depends_on": [],
-               "message": "create accounts"}}}
+               "message": "create accounts", "checksum": "…"}}}
 
 Trust, in this order; an index can make migrator skip work, never see a file as other than
 it is:
@@ -29,6 +29,9 @@ it is:
   trusted on identity alone: an edit in the same clock tick as the one before, after it was
   read, would leave size, mtime and ctime as recorded (git's "racily clean" entries; 2 s also
   covers coarse clocks, FAT's 2 s). A later rewrite records it once it is older.
+- `checksum` (the normalised checksum a history row records) is used for exactly the bytes
+  whose sha256 the entry holds, when a revision is stamped (`RevisionFile.checksum_to_record`)
+  and never by `check` or `repair`, which compute it afresh.
 - A missing, unreadable, oversized, corrupt or other-format index, or an entry of the wrong
   shape, counts as no entry: never an error.
 
@@ -52,7 +55,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrator.errors import TreeError
-from migrator.revisions import REVISION_ID_PATTERN, RevisionFile, printable, read_with_identity
+from migrator.revisions import (
+    REVISION_ID_PATTERN,
+    RevisionFile,
+    normalised_checksum,
+    printable,
+    read_with_identity,
+    remember_checksum,
+)
 
 INDEX_NAME = ".migrator-index.json"
 FORMAT = "migrator-index/1"
@@ -67,7 +77,7 @@ class RevisionIndex:
     path: str  # <directory>/.migrator-index.json
     entries: dict[str, Any]
     # What a rewrite would hold: entries as loaded, or what was read (made entries on save).
-    current: dict[str, dict[str, Any] | tuple[RevisionFile, os.stat_result, str]] = field(
+    current: dict[str, dict[str, Any] | tuple[RevisionFile, os.stat_result, str, str]] = field(
         default_factory=dict)
     parsed: bool = False  # a file had to be parsed: the index on disk is behind
     started_ns: int = field(default_factory=time.time_ns)  # before any file was read
@@ -101,16 +111,21 @@ class RevisionIndex:
                 known = _revision_from(entry, file, plugin)
                 if known is not None:
                     self.current[name] = entry
+                    _remember(entry)
                     return known
         data, status = read_with_identity(file, plugin=plugin, what="revision file")
         digest = hashlib.sha256(data).hexdigest()
         known = None
         if isinstance(entry, dict) and entry.get("sha256") == digest:
             known = _revision_from(entry, file, plugin)
-        if known is None:
-            known = RevisionFile.parse(data, file, plugin=plugin)
+        checksum = entry.get("checksum") if known is not None and isinstance(entry, dict) \
+            else None
+        if known is None or type(checksum) is not str:
+            known = known or RevisionFile.parse(data, file, plugin=plugin)
+            checksum = normalised_checksum(data)
             self.parsed = True
-        self.current[name] = (known, status, digest)
+        remember_checksum(digest, checksum)
+        self.current[name] = (known, status, digest, checksum)
         return known
 
     def save_if_behind(self) -> None:
@@ -172,20 +187,27 @@ def _load_entries(path: str) -> dict[str, Any]:
     return files if isinstance(files, dict) else {}
 
 
-def _entry(value: dict[str, Any] | tuple[RevisionFile, os.stat_result, str], racy_from: int
-           ) -> dict[str, Any]:
+def _remember(entry: dict[str, Any]) -> None:
+    digest, checksum = entry.get("sha256"), entry.get("checksum")
+    if type(digest) is str and type(checksum) is str:
+        remember_checksum(digest, checksum)
+
+
+def _entry(value: dict[str, Any] | tuple[RevisionFile, os.stat_result, str, str],
+           racy_from: int) -> dict[str, Any]:
     """The entry to write: `mtime_ns` null when the file may still change within the tick
     it last changed in (see the module)."""
     if isinstance(value, dict):  # trusted on its identity in this run: recorded before
         return value
-    revision, status, digest = value
+    revision, status, digest, checksum = value
     racy = max(status.st_mtime_ns, status.st_ctime_ns) >= racy_from
     return {"size": status.st_size, "inode": status.st_ino,
             "mtime_ns": None if racy else status.st_mtime_ns, "ctime_ns": status.st_ctime_ns,
             "sha256": digest, "revision": revision.revision,
             "down_revisions": list(revision.down_revisions),
             "branch_labels": list(revision.branch_labels),
-            "depends_on": list(revision.depends_on), "message": revision.message}
+            "depends_on": list(revision.depends_on), "message": revision.message,
+            "checksum": checksum}
 
 
 def _revision_from(entry: dict[str, Any], file: str, plugin: str) -> RevisionFile | None:

@@ -179,6 +179,15 @@ def _slice(lines: list[str], start: tuple[int, int], end: tuple[int, int]) -> st
     return lines[start[0]][start[1]:] + middle + lines[end[0]][:end[1]]
 
 
+# sha256 of a revision file's bytes -> its normalised checksum, as the revision index recorded
+# them (revision_index.py): content-addressed, so an entry can only ever describe those bytes.
+_INDEXED_CHECKSUMS: dict[str, str] = {}
+
+
+def remember_checksum(sha256: str, checksum: str) -> None:
+    _INDEXED_CHECKSUMS[sha256] = checksum
+
+
 @dataclass(frozen=True, slots=True)
 class RevisionFile:
     """One revision file of a tree: its id, parents (several for a merge), Alembic branch
@@ -210,6 +219,16 @@ class RevisionFile:
         `migrator.history` records and `check` compares. Read on each access, never at
         discovery: a no-op run reads no revision file beyond its ids."""
         return normalised_checksum(self.read_bytes())
+
+    @property
+    def checksum_to_record(self) -> str:
+        """`checksum`, for a history row: the same value, taken from the revision index when
+        it describes these very bytes (sha256), so applying a revision does not tokenize it.
+        `check` and `repair` use `checksum`, computed afresh: an index can never hide an
+        edit from them."""
+        data = self.read_bytes()
+        known = _INDEXED_CHECKSUMS.get(hashlib.sha256(data).hexdigest())
+        return known if known is not None else normalised_checksum(data)
 
     @property
     def raw_checksum(self) -> str:

@@ -79,7 +79,7 @@ def revision_checksum(plugin: Plugin, revision: str) -> str | None:
     rev_file = plugin.revision(revision)
     if rev_file is None:
         return None
-    known = getattr(rev_file, "checksum", None)
+    known = getattr(rev_file, "checksum_to_record", None)
     if isinstance(known, str):
         return known
     import hashlib

@@ -192,8 +192,8 @@ class PluginSteps:
         """BEGIN, migrator's settings, then the transaction's id, pipelined: one round trip,
         in the revision's transaction (the settings persist when it commits; a retry sets
         them again)."""
-        statements = db.session_settings(self.plugin.schema,
-                                         lock_timeout=self.session.lock_timeout)
+        statements = db.session_settings_in_one(self.plugin.schema,
+                                                lock_timeout=self.session.lock_timeout)
         with raw.pipeline():
             for statement in statements:
                 raw.execute(statement)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import fetch
 from treebuilder import Rev, write_plugin
 
 from migrator import discovery
@@ -295,3 +296,31 @@ def test_an_entry_point_tree_gets_an_index_in_its_package(
         if p.name != "__init__.py")
     assert "extplug_pkg" not in json.dumps(entries(platform_root))
     assert discovery.discover(platform_root) == found
+
+
+def test_history_rows_take_the_indexed_checksum_but_check_computes_its_own(
+    platform_root: Path, database_url: str, cli_env: dict[str, str], run_cli: Any,
+) -> None:
+    """Applying a revision records the checksum the index holds for exactly its bytes (no
+    tokenizing at apply time). `check` never trusts it: an index entry whose checksum is
+    wrong makes `check` report the revision, it cannot hide an edit."""
+    from migrator.revisions import normalised_checksum
+
+    env = {**cli_env, "MIGRATOR_DATABASE_URL": database_url,
+           "MIGRATOR_MIGRATIONS_DIR": str(platform_root)}
+    found = index_settled(platform_root)
+    for name, entry in found.items():
+        assert entry["checksum"] == normalised_checksum((platform_root / name).read_bytes())
+    document = json.loads((platform_root / INDEX_NAME).read_text())
+    document["files"]["core/versions/0001_c1.py"]["checksum"] = "f" * 64  # a lying index
+    (platform_root / INDEX_NAME).write_text(json.dumps(document))
+
+    assert run_cli("upgrade", env=env).returncode == 0
+    recorded = dict(fetch(database_url, "SELECT revision, checksum FROM migrator.history "
+                          "WHERE outcome = 'applied'"))
+    assert recorded["c1"] == "f" * 64  # taken from the index, not computed
+    assert recorded["c2"] == normalised_checksum(
+        (platform_root / "core" / "versions" / "0002_c2.py").read_bytes())
+    checked = run_cli("check", "--format", "json", env=env)
+    assert checked.returncode == 5
+    assert "c1" in checked.stdout and "c2" not in checked.stdout
