@@ -459,6 +459,10 @@ def main(argv: list[str] | None = None) -> int:
     fleet_dir = args.work_dir / f"fleet-{args.plugins}x{args.revisions}"
     log(f"generating {args.plugins} plugins x {args.revisions} revisions into {fleet_dir}")
     specs = fleet.write_fleet(fleet_dir, args.plugins, args.revisions)
+    if migrator is not None:
+        # As the image does (Dockerfile): the revision index, built once beside the trees.
+        subprocess.run([*migrator, "--migrations-dir", str(fleet_dir), "index"], check=True,
+                       stdout=subprocess.DEVNULL, env=contender_env())
     log_dir = args.work_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(

@@ -29,7 +29,8 @@ it is:
   trusted on identity alone: an edit in the same clock tick as the one before, after it was
   read, would leave size, mtime and ctime as recorded (git's "racily clean" entries; 2 s also
   covers coarse clocks, FAT's 2 s). A later rewrite records it once it is older.
-- `checksum` (the normalised checksum a history row records) is used for exactly the bytes
+- `checksum` (the normalised checksum a history row records; written by `migrator index`
+  only, since tokenizing every file costs more than parsing its ids) is used for exactly the bytes
   whose sha256 the entry holds, when a revision is stamped (`RevisionFile.checksum_to_record`)
   and never by `check` or `repair`, which compute it afresh.
 - A missing, unreadable, oversized, corrupt or other-format index, or an entry of the wrong
@@ -77,10 +78,13 @@ class RevisionIndex:
     path: str  # <directory>/.migrator-index.json
     entries: dict[str, Any]
     # What a rewrite would hold: entries as loaded, or what was read (made entries on save).
-    current: dict[str, dict[str, Any] | tuple[RevisionFile, os.stat_result, str, str]] = field(
-        default_factory=dict)
+    current: dict[str, dict[str, Any] | tuple[RevisionFile, os.stat_result, str, str | None]] = (
+        field(default_factory=dict))
     parsed: bool = False  # a file had to be parsed: the index on disk is behind
     started_ns: int = field(default_factory=time.time_ns)  # before any file was read
+    # Tokenizing every file for its checksum costs more than parsing its ids: only `migrator
+    # index` pays it; an index a run rewrites keeps the checksums it had, adds none.
+    with_checksums: bool = False
 
     @classmethod
     def load(cls, directory: str) -> RevisionIndex:
@@ -90,8 +94,9 @@ class RevisionIndex:
 
     @classmethod
     def empty(cls, directory: str) -> RevisionIndex:
-        """An index trusting nothing on disk: `migrator index` reads every file afresh."""
-        return cls(os.path.join(directory, INDEX_NAME), {})
+        """An index trusting nothing on disk: `migrator index` reads every file afresh, and
+        records each one's checksum too."""
+        return cls(os.path.join(directory, INDEX_NAME), {}, with_checksums=True)
 
     def revision(self, file: str, name: str, plugin: str) -> RevisionFile:
         """The revision file at `file` (`name`: its path from the index's directory) of
@@ -120,11 +125,13 @@ class RevisionIndex:
             known = _revision_from(entry, file, plugin)
         checksum = entry.get("checksum") if known is not None and isinstance(entry, dict) \
             else None
-        if known is None or type(checksum) is not str:
-            known = known or RevisionFile.parse(data, file, plugin=plugin)
-            checksum = normalised_checksum(data)
+        if known is None:
+            known = RevisionFile.parse(data, file, plugin=plugin)
             self.parsed = True
-        remember_checksum(digest, checksum)
+        if type(checksum) is not str:
+            checksum = normalised_checksum(data) if self.with_checksums else None
+        if checksum is not None:
+            remember_checksum(digest, checksum)
         self.current[name] = (known, status, digest, checksum)
         return known
 
@@ -193,7 +200,7 @@ def _remember(entry: dict[str, Any]) -> None:
         remember_checksum(digest, checksum)
 
 
-def _entry(value: dict[str, Any] | tuple[RevisionFile, os.stat_result, str, str],
+def _entry(value: dict[str, Any] | tuple[RevisionFile, os.stat_result, str, str | None],
            racy_from: int) -> dict[str, Any]:
     """The entry to write: `mtime_ns` null when the file may still change within the tick
     it last changed in (see the module)."""
@@ -201,13 +208,15 @@ def _entry(value: dict[str, Any] | tuple[RevisionFile, os.stat_result, str, str]
         return value
     revision, status, digest, checksum = value
     racy = max(status.st_mtime_ns, status.st_ctime_ns) >= racy_from
-    return {"size": status.st_size, "inode": status.st_ino,
+    written = {"size": status.st_size, "inode": status.st_ino,
             "mtime_ns": None if racy else status.st_mtime_ns, "ctime_ns": status.st_ctime_ns,
             "sha256": digest, "revision": revision.revision,
             "down_revisions": list(revision.down_revisions),
             "branch_labels": list(revision.branch_labels),
-            "depends_on": list(revision.depends_on), "message": revision.message,
-            "checksum": checksum}
+            "depends_on": list(revision.depends_on), "message": revision.message}
+    if checksum is not None:
+        written["checksum"] = checksum
+    return written
 
 
 def _revision_from(entry: dict[str, Any], file: str, plugin: str) -> RevisionFile | None:
