@@ -26,10 +26,11 @@ def plugin_key(plugin: str) -> int:
     return advisory_key(f"migrator:plugin:{plugin}")
 
 
-# Held for a transaction by whoever grants on migrator's shared objects (the `migrator`
-# schema, its history function and progress table): two `--jobs` workers granting on the same
-# catalog row at once make PostgreSQL fail one with "tuple concurrently updated".
-SHARED_GRANTS_KEY = advisory_key("migrator:shared-grants")
+# Held for a transaction by whoever changes objects plugins share: grants on the `migrator`
+# schema, its history function and progress table, and declared extensions in `public`. Two
+# `--jobs` workers doing either at once make PostgreSQL fail one ("tuple concurrently
+# updated"; a duplicate key in pg_extension despite IF NOT EXISTS).
+SHARED_OBJECTS_KEY = advisory_key("migrator:shared-objects")
 
 
 def key_parts(key: int) -> tuple[int, int]:

@@ -115,9 +115,15 @@ class _CurrentStderr:
             sys.stderr.write(text)
             sys.stderr.flush()
             return
-        with _line_lock:
+        # Bounded: a worker killed while writing (the OOM killer) never releases the lock, and
+        # a torn line is better than a run that can no longer log.
+        locked = _line_lock.acquire(timeout=2.0)
+        try:
             sys.stderr.write(text)
             sys.stderr.flush()
+        finally:
+            if locked:
+                _line_lock.release()
 
 
 def redact(text: str) -> str:

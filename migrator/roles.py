@@ -48,7 +48,7 @@ def prepare(conn: psycopg.Connection[Any], plugin: Plugin, schemas: Mapping[str,
     transaction, as the login role."""
     role = owner_role(plugin.schema)
     try:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (locking.SHARED_GRANTS_KEY,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (locking.SHARED_OBJECTS_KEY,))
         _ensure_role(conn, role)
         _ensure_member(conn, role)
         conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(

@@ -323,6 +323,9 @@ class Runner:
         """The plugin's schema, version table, declared extensions and (--isolate-roles) its
         role, ownership and grants: in one transaction, as the login role, under the lock."""
         with db.guarded(), session.autocommit() as conn, conn.transaction():
+            if plugin.extensions:
+                conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)",
+                             (locking.SHARED_OBJECTS_KEY,))
             conn.execute(sql.SQL("; ").join(db.plugin_setup(plugin)))
             if self.settings.isolate_roles:
                 from migrator import roles
