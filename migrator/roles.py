@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -214,13 +214,19 @@ def close_login(conn: psycopg.Connection[Any], role: str) -> None:
 
 
 def _alter_role(conn: psycopg.Connection[Any], statement: sql.Composed) -> None:
-    """Roles are cluster-wide: a runner on another database of the server may alter the same
-    role at the same moment ("tuple concurrently updated"); the statement is simply retried."""
-    for attempt in range(10):
+    retry_catalog_races(lambda: conn.execute(statement))
+
+
+def retry_catalog_races(action: Callable[[], object], attempts: int = 10) -> None:
+    """Run `action` again when PostgreSQL refused it with "tuple concurrently updated": two
+    sessions wrote the same catalog row at once (roles are cluster-wide, so a runner on
+    another database of the server may alter the same role; grants and policies on shared
+    objects race too). `action` must be safe to repeat: a statement, or a transaction."""
+    for attempt in range(attempts):
         try:
-            conn.execute(statement)
+            action()
             return
         except errors.InternalError as exc:
-            if "concurrently updated" not in str(exc) or attempt == 9:
+            if "concurrently updated" not in str(exc) or attempt == attempts - 1:
                 raise
             time.sleep(0.01 * (attempt + 1))

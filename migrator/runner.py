@@ -322,15 +322,22 @@ class Runner:
     def _set_up(self, session: db.WorkSession, plugin: Plugin) -> None:
         """The plugin's schema, version table, declared extensions and (--isolate-roles) its
         role, ownership and grants: in one transaction, as the login role, under the lock."""
-        with db.guarded(), session.autocommit() as conn, conn.transaction():
-            if plugin.extensions:
-                conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)",
-                             (locking.SHARED_OBJECTS_KEY,))
-            conn.execute(sql.SQL("; ").join(db.plugin_setup(plugin)))
-            if self.settings.isolate_roles:
-                from migrator import roles
+        from migrator import roles
 
-                roles.prepare(conn, plugin, self.schemas)
+        def set_up() -> None:
+            with session.autocommit() as conn, conn.transaction():
+                if plugin.extensions:
+                    conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)",
+                                 (locking.SHARED_OBJECTS_KEY,))
+                conn.execute(sql.SQL("; ").join(db.plugin_setup(plugin)))
+                if self.settings.isolate_roles:
+                    roles.prepare(conn, plugin, self.schemas)
+
+        with db.guarded():
+            # Roles are cluster-wide: runners on other databases of the server (or a peer
+            # granting on a shared row) may write the same catalog row; the whole
+            # transaction, idempotent, is simply run again.
+            roles.retry_catalog_races(set_up)
 
     def _current(self, session: db.WorkSession, plugin: Plugin) -> tuple[str, ...]:
         with session.autocommit() as conn:
