@@ -15,6 +15,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -88,9 +89,9 @@ def pg_major(server_url: str) -> int:
         return conn.info.server_version // 10000
 
 
-@pytest.fixture
-def database_url(server_url: str) -> Iterator[str]:
-    """URL of an empty database created for this test alone and dropped after it."""
+@contextmanager
+def scratch_database(server_url: str) -> Iterator[str]:
+    """URL of an empty database created on entry and dropped on exit."""
     name = f"migrator_test_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -99,6 +100,13 @@ def database_url(server_url: str) -> Iterator[str]:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+@pytest.fixture
+def database_url(server_url: str) -> Iterator[str]:
+    """URL of an empty database created for this test alone and dropped after it."""
+    with scratch_database(server_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -6,16 +6,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from conftest import with_database
+from conftest import scratch_database
 from helpers import fetch, settings_for, wait_until
-from psycopg import sql
 from treebuilder import Rev, write_plugin
 
 from migrator import previews, runs
@@ -39,13 +36,8 @@ UNRENDERABLE_WHY = {
 @pytest.fixture
 def other_database(server_url: str) -> Iterator[str]:
     """A second fresh database, for comparing an online run with an applied script."""
-    name = f"migrator_test_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield with_database(server_url, name)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+    with scratch_database(server_url) as url:
+        yield url
 
 
 def script_of(trees: Path, *names: str) -> str:
