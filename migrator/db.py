@@ -85,25 +85,36 @@ def plugin_setup(plugin: Versioned) -> list[sql.Composed]:
     ]
 
 
+def _migrator_settings(lock_timeout: float) -> list[tuple[str, str, sql.Composable]]:
+    """What migrator sets after `RESET ALL` (role and search_path aside): each setting's name,
+    its value, and the value as a `SET` statement writes it."""
+    timeout = f"{max(1, round(lock_timeout * 1000))}ms"
+    return [
+        ("lock_timeout", timeout, sql.Literal(timeout)),
+        # migrator's sessions are immune to the server's idle timeouts (a revision may spend
+        # minutes in Python between statements; a waiter idles between polls).
+        ("idle_session_timeout", "0", sql.SQL("0")),
+        ("idle_in_transaction_session_timeout", "0", sql.SQL("0")),
+        # Commits need not wait for their WAL flush; each plugin's last one does (steps.py).
+        ("synchronous_commit", "off", sql.SQL("off")),
+    ]
+
+
+# RESET ALL leaves these two alone (PostgreSQL marks them GUC_NO_RESET_ALL).
+_RESETS = [sql.SQL("RESET ALL"), sql.SQL("SET SESSION AUTHORIZATION DEFAULT")]
+
+
 def session_settings(schema: str, *, lock_timeout: float) -> list[sql.SQL | sql.Composed]:
     """migrator's own session state, from a clean slate: what a revision, a retry or a backfill
     batch starts from. Whatever a revision `SET` (search_path, lock_timeout, statement_timeout,
     the role, anything) is undone here; what migrator does not set is the database's default.
     Runs outside a transaction (a SET inside one that rolls back would be undone too)."""
     return [
-        sql.SQL("RESET ALL"),
-        # RESET ALL leaves these two alone (PostgreSQL marks them GUC_NO_RESET_ALL).
-        sql.SQL("SET SESSION AUTHORIZATION DEFAULT"),
+        *_RESETS,
         sql.SQL("RESET ROLE"),
         search_path(schema),
-        sql.SQL("SET lock_timeout = {}").format(
-            sql.Literal(f"{max(1, round(lock_timeout * 1000))}ms")),
-        # migrator's sessions are immune to the server's idle timeouts (a revision may spend
-        # minutes in Python between statements; a waiter idles between polls).
-        sql.SQL("SET idle_session_timeout = 0"),
-        sql.SQL("SET idle_in_transaction_session_timeout = 0"),
-        # Commits need not wait for their WAL flush; each plugin's last one does (steps.py).
-        sql.SQL("SET synchronous_commit = off"),
+        *(sql.SQL("SET {} = {}").format(sql.SQL(name), written)
+          for name, _, written in _migrator_settings(lock_timeout)),
     ]
 
 
@@ -111,23 +122,17 @@ def session_settings_in_one(schema: str, *, lock_timeout: float) -> list[sql.SQL
     """`session_settings` in three statements instead of eight, for each revision's start (a
     statement costs client time even pipelined): the `SET`s as one `SELECT set_config(...)`,
     which returns nothing the caller needs."""
-    statements = session_settings(schema, lock_timeout=lock_timeout)
-    assert statements[2] == sql.SQL("RESET ROLE")  # the shape the rest of this relies on
     # quote_ident quotes as SET does, so current_setting('search_path') reads the same.
     path = sql.SQL(" || ', ' || ").join(
         sql.SQL("pg_catalog.quote_ident({})").format(sql.Literal(part))
         for part in [schema] + (["public"] if schema != "public" else []))
     values: list[tuple[str, sql.Composable]] = [
         ("role", sql.Literal("none")), ("search_path", path),
-        ("lock_timeout", sql.Literal(f"{max(1, round(lock_timeout * 1000))}ms")),
-        ("idle_session_timeout", sql.Literal("0")),
-        ("idle_in_transaction_session_timeout", sql.Literal("0")),
-        ("synchronous_commit", sql.Literal("off"))]
-    assert len(values) == len(statements) - 2
+        *((name, sql.Literal(value)) for name, value, _ in _migrator_settings(lock_timeout))]
     calls = sql.SQL(", ").join(
         sql.SQL("pg_catalog.set_config({}, {}, false)").format(sql.Literal(name), value)
         for name, value in values)
-    return [*statements[:2], sql.SQL("SELECT {}").format(calls)]
+    return [*_RESETS, sql.SQL("SELECT {}").format(calls)]
 
 
 def version_table(plugin: Versioned) -> sql.Identifier:
