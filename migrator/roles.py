@@ -26,7 +26,6 @@ from typing import Any
 import psycopg
 from psycopg import errors, sql
 
-from migrator import locking
 from migrator.discovery import Plugin
 from migrator.errors import MigrationFailed
 
@@ -45,10 +44,10 @@ def owner_role(schema: str) -> str:
 def prepare(conn: psycopg.Connection[Any], plugin: Plugin, schemas: Mapping[str, str]) -> str:
     """Create the plugin's role, hand it the schema and everything in it, grant it read and
     reference rights on its dependencies; returns the role name. Runs in the caller's
-    transaction, as the login role."""
+    transaction, as the login role, holding `locking.SHARED_OBJECTS_KEY` (its grants on
+    migrator's own objects would race a peer's)."""
     role = owner_role(plugin.schema)
     try:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (locking.SHARED_OBJECTS_KEY,))
         _ensure_role(conn, role)
         _ensure_member(conn, role)
         conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(

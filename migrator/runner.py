@@ -326,7 +326,7 @@ class Runner:
 
         def set_up() -> None:
             with session.autocommit() as conn, conn.transaction():
-                if plugin.extensions:
+                if plugin.extensions or self.settings.isolate_roles:
                     conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)",
                                  (locking.SHARED_OBJECTS_KEY,))
                 conn.execute(sql.SQL("; ").join(db.plugin_setup(plugin)))
