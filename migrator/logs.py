@@ -111,13 +111,9 @@ class _CurrentStderr:
 
     @staticmethod
     def _emit(text: str) -> None:
-        if _line_lock is None:
-            sys.stderr.write(text)
-            sys.stderr.flush()
-            return
         # Bounded: a worker killed while writing (the OOM killer) never releases the lock, and
         # a torn line is better than a run that can no longer log.
-        locked = _line_lock.acquire(timeout=2.0)
+        locked = _line_lock is not None and _line_lock.acquire(timeout=2.0)
         try:
             sys.stderr.write(text)
             sys.stderr.flush()

@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
@@ -107,7 +107,7 @@ class _Worker:
     tasks: Pipe  # parent -> worker: a PluginPlan, or None to finish
     results: Pipe  # worker -> parent: a ChildResult per plugin
     plugin: str | None = None  # the plugin it is running now
-    signals_sent: int = field(default=0)
+    signals_sent: int = 0
 
 
 def upgrade_in_parallel(prepared: Runner, items: list[PluginPlan], stop: StopRequest,

@@ -77,14 +77,7 @@ def alembic_config(plugin: Plugin, safe_url: str) -> Any:
 
 def revision_checksum(plugin: Plugin, revision: str) -> str | None:
     rev_file = plugin.revision(revision)
-    if rev_file is None:
-        return None
-    known = getattr(rev_file, "checksum_to_record", None)
-    if isinstance(known, str):
-        return known
-    import hashlib
-
-    return hashlib.sha256(rev_file.path.read_bytes()).hexdigest()
+    return None if rev_file is None else rev_file.checksum_to_record
 
 
 # -- Alembic's order, without importing a revision ---------------------------------------------
