@@ -343,13 +343,14 @@ def sql_process(url: str, args: argparse.Namespace, label: str, name: str,
                 code: str) -> Outcome:
     """A contender that is one `python -c` process (start-up included in its time)."""
     def run() -> Outcome:
-        begin = time.perf_counter()
-        result = subprocess.run([sys.executable, "-c", code, url], capture_output=True,
-                                text=True, check=False, timeout=600)
-        seconds = time.perf_counter() - begin
-        if result.returncode != 0:
-            raise SystemExit(f"{name} exited {result.returncode}: {result.stderr}")
-        done = int(result.stdout.split()[-1])
+        with tempfile.TemporaryFile("w+") as out:
+            returncode, seconds = benchlib.timed_process([sys.executable, "-c", code, url],
+                                                         stdout=out, stderr=out, timeout=600)
+            out.seek(0)
+            output = out.read()
+        if returncode != 0:
+            raise SystemExit(f"{name} exited {returncode}: {output}")
+        done = int(output.split()[-1])
         return Outcome(name, done, seconds, seconds, wall_seconds=seconds)
     outcome = with_traffic(url, args.rows, args, label, run)
     check_filled(url, args.rows)
@@ -400,13 +401,12 @@ def migrator_backfill(url: str, tree: Path, args: argparse.Namespace,
                    BENCH_BACKFILL_KWARGS=json.dumps(kwargs or {}),
                    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_DIR),
                                                             env.get("PYTHONPATH")])))
-        begin = time.perf_counter()
         with events_log.open("w") as sink:
-            result = subprocess.run([sys.executable, "-m", "migrator", "upgrade"], env=env,
-                                    stdout=sink, stderr=sink, check=False, timeout=600)
-        wall = time.perf_counter() - begin
-        if result.returncode != 0:
-            raise SystemExit(f"migrator exited {result.returncode}; see {events_log}")
+            returncode, wall = benchlib.timed_process(
+                [sys.executable, "-m", "migrator", "upgrade"], env=env, stdout=sink,
+                stderr=sink, timeout=600)
+        if returncode != 0:
+            raise SystemExit(f"migrator exited {returncode}; see {events_log}")
         events = [json.loads(line) for line in events_log.read_text().splitlines()
                   if line.startswith("{")]
         [done] = [e for e in events if e.get("event") == "backfill.done"]

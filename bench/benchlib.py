@@ -8,7 +8,10 @@ from __future__ import annotations
 import itertools
 import os
 import platform
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +27,27 @@ Snapshot = dict[str, list[tuple[Any, ...]]]
 BENCH_DIR = Path(__file__).resolve().parent
 PLAIN_ALEMBIC = BENCH_DIR / "plain_alembic.py"
 _counter = itertools.count()
+
+
+def timed_process(argv: list[str], *, env: dict[str, str] | None = None, stdout: Any = None,
+                  stderr: Any = None, timeout: float = 1800.0,
+                  cwd: str | None = None) -> tuple[int, float]:
+    """Run one whole process; return its exit code and wall-clock seconds.
+
+    `subprocess.run(..., timeout=...)` waits by polling with sleeps that grow to 50 ms, which
+    rounds every sample up to the next step of a 50 ms ladder (a 230 ms process measures 263 ms).
+    This waits in a blocking `waitpid` instead and enforces the timeout from a watchdog thread.
+    """
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                               env=env, cwd=cwd)
+    watchdog = threading.Timer(timeout, process.kill)
+    watchdog.start()
+    try:
+        returncode = process.wait()
+    finally:
+        watchdog.cancel()
+    return returncode, time.perf_counter() - started
 
 
 def libpq_url(url: str) -> str:

@@ -19,7 +19,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -36,13 +35,14 @@ def run(tree: Path, migrations: Path, url: str) -> float:
     env = {**os.environ, "PYTHONPATH": str(tree), "MIGRATOR_LOG_FORMAT": "json",
            "MIGRATOR_DATABASE_URL": url, "MIGRATOR_MIGRATIONS_DIR": str(migrations)}
     env.pop("MIGRATOR_TEST_DATABASE_URL", None)
-    started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "migrator", "upgrade"], env=env,
-                            cwd=tempfile.gettempdir(), capture_output=True, text=True,
-                            check=False)
-    elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"{tree}: exit {result.returncode}\n{result.stderr[-2000:]}")
+    with tempfile.TemporaryFile("w+") as out:
+        returncode, elapsed = benchlib.timed_process(
+            [sys.executable, "-m", "migrator", "upgrade"], env=env, stdout=out, stderr=out,
+            cwd=tempfile.gettempdir())
+        out.seek(0)
+        output = out.read()
+    if returncode != 0:
+        raise SystemExit(f"{tree}: exit {returncode}\n{output[-2000:]}")
     return elapsed * 1000
 
 

@@ -91,12 +91,10 @@ def run_once(contender: Contender, url: str, migrator: list[str], log_path: Path
     if contender.before is not None:
         contender.before()
     with log_path.open("wb") as out:
-        start = time.perf_counter()
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
-                              timeout=900, check=False)
-        elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"{contender.key} exited with {done.returncode}; see {log_path}")
+        returncode, elapsed = benchlib.timed_process(argv, stdout=out, stderr=out, env=env,
+                                                     timeout=900)
+    if returncode != 0:
+        raise SystemExit(f"{contender.key} exited with {returncode}; see {log_path}")
     return elapsed
 
 

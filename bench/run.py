@@ -4,8 +4,9 @@
     .venv/bin/python bench/run.py --quick --skip-migrator  # smoke: 10 x 3, 2 rounds
     .venv/bin/python bench/run.py --migrator-cmd "python -m migrator"
 
-Scenarios (each contender is one whole process, timed with time.perf_counter around
-subprocess.run; contenders interleaved A B C A B C ...; one untimed warm-up round first):
+Scenarios (each contender is one whole process, timed with time.perf_counter around a
+blocking wait, benchlib.timed_process; contenders interleaved A B C A B C ...; one untimed
+warm-up round first):
 
   noop   a database already at head. floor = `python -c "import psycopg; connect; select 1"`,
          `migrator upgrade`, plain Alembic (bench/plain_alembic.py) in one process.
@@ -30,7 +31,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -127,21 +127,13 @@ def run_timed(contender: Contender, url: str, settings: Settings, scenario: str)
     argv = contender.argv(url)
     log_path = settings.log_dir / f"{scenario}-{contender.key}.log"
     with log_path.open("wb") as out:
-        start = time.perf_counter()
-        proc = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            env={**settings.env, **(contender.env(url) if contender.env else {})},
-            timeout=TIMEOUT_S,
-            check=False,
-        )
-        elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
+        returncode, elapsed = benchlib.timed_process(
+            argv, stdout=out, stderr=out, timeout=TIMEOUT_S,
+            env={**settings.env, **(contender.env(url) if contender.env else {})})
+    if returncode != 0:
         tail = log_path.read_text(errors="replace").splitlines()[-40:]
         raise ContenderFailed(
-            f"{scenario}: contender {contender.key!r} exited with {proc.returncode}\n"
+            f"{scenario}: contender {contender.key!r} exited with {returncode}\n"
             f"  command: {shlex.join(benchlib.redact(a) for a in argv)}\n"
             f"  output ({log_path}, last lines):\n    " + "\n    ".join(tail)
         )
@@ -360,8 +352,9 @@ def render_section(
         f"Measured {facts['date']} at commit {facts['commit']} with "
         f"`{benchlib.redact(command).strip()}`.",
         "Each contender is a whole process timed with `time.perf_counter()` around "
-        "`subprocess.run`; contenders interleaved (A B C A B C ...) after one untimed warm-up "
-        "round; output to a log file (migrator with `MIGRATOR_LOG_FORMAT=json`).",
+        "a blocking `waitpid` (`benchlib.timed_process`); contenders interleaved "
+        "(A B C A B C ...) after one untimed warm-up round; output to a log file "
+        "(migrator with `MIGRATOR_LOG_FORMAT=json`).",
         "",
         "| machine | |",
         "|---|---|",
