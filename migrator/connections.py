@@ -61,8 +61,6 @@ def connect(url: DatabaseUrl, *, timeout: float, autocommit: bool = True,
     for about `timeout` seconds in all (then exit 4); a refusal that waiting cannot heal —
     failed authentication, unknown role or database, with `writable` a read-only or standby
     server — is TargetRefused (exit 2) at once."""
-    from migrator import retries
-
     deadline = time.monotonic() + timeout
     before_14 = False
 
@@ -93,6 +91,8 @@ def connect(url: DatabaseUrl, *, timeout: float, autocommit: bool = True,
         if timeout <= 0:
             conn = attempt(0)
         else:
+            from migrator import retries  # tenacity: a single attempt does without it
+
             conn = retries.retry_connect(attempt, timeout=timeout, on_retry=on_retry)
     except psycopg.OperationalError as exc:
         raise _unreachable(url, exc, time.monotonic() - started) from None

@@ -75,7 +75,8 @@ def _nothing_to_do(started: float) -> bool:
     found = discovery.discover(settings.migrations_dir)
     if any(len(getattr(p, "heads", ())) > 1 for p in found):
         return False
-    with connections.connect(settings.database_url, timeout=settings.connect_timeout) as conn:
+    # One attempt: a server that is not answering yet is the full command's to wait for.
+    with connections.connect(settings.database_url, timeout=0) as conn:
         plan = Plan.build(found, db.read_current_revisions(conn, found))
     if plan.pending or plan.unknown:
         return False

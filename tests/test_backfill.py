@@ -21,7 +21,7 @@ import pytest
 from helpers import error_lines, fetch, settings_for, version_of, wait_until
 
 from migrator import BackfillError, backfill, records, runs
-from migrator.backfill import DEFAULT_TARGET_BATCH_TIME, MAX_BATCH, MIN_BATCH, BatchSizer
+from migrator.backfill_run import DEFAULT_TARGET_BATCH_TIME, MAX_BATCH, MIN_BATCH, BatchSizer
 from migrator.backfill_spec import validate as _validate
 from migrator.locking import plugin_key
 

@@ -1,6 +1,7 @@
 """`migrator upgrade` with nothing to do answers on the lean path (migrator.fast): the same
 `run.finished` event and termination message as the full command, without loading typer,
-rich, structlog, alembic or SQLAlchemy; anything else goes to the full command line."""
+rich, structlog, alembic, SQLAlchemy, tenacity or the backfill machinery; anything else goes to
+the full command line."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ sys.argv = ["migrator", "upgrade"]
 from migrator.fast import _answered_nothing_to_do
 answered = _answered_nothing_to_do()
 print(json.dumps({"answered": answered, "loaded": sorted(
-    m for m in ("typer", "rich", "structlog", "alembic", "sqlalchemy") if m in sys.modules)}))
+    m for m in ("typer", "rich", "structlog", "alembic", "sqlalchemy", "tenacity",
+                "migrator.backfill_run", "migrator.records") if m in sys.modules)}))
 """
 
 

@@ -115,7 +115,7 @@ class Run:
 def forkserver() -> ForkServerContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["migrator.cli", "migrator.commands", "migrator.runner",
-                                    "migrator.backfill", "migrator.backfill_sql", "alembic",
+                                    "migrator.backfill_run", "migrator.backfill_sql", "alembic",
                                     "alembic.runtime.migration", "alembic.operations",
                                     "sqlalchemy", "sqlalchemy.dialects.postgresql",
                                     "rich.console", "rich.table",

@@ -1,4 +1,5 @@
-"""Batched backfills: `migrator.backfill(...)`, called from a revision's `upgrade()`.
+"""Batched backfills: `migrator.backfill(...)` (this module, exported by the package), called
+from a revision's `upgrade()`.
 
 A backfill walks a table in key order (key ranges on a dense integer key, keyset pagination
 otherwise, never OFFSET: `migrator.backfill_ranges`), one short transaction per batch on the
