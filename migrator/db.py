@@ -310,18 +310,19 @@ def drop_invalid_indexes(session: WorkSession, schema: str) -> list[str]:
     built right now), so the revision that builds them runs again and rebuilds them — also when
     it says IF NOT EXISTS. Runs under the plugin's lock, outside any transaction."""
     with session.autocommit() as conn:
+        # Planned cheaply (it runs for every plugin with work to do): the schema resolved by
+        # to_regnamespace, not joined; the progress view only consulted when there is one.
         rows = conn.execute(
-            "SELECT n.nspname, c.relname FROM pg_catalog.pg_index i "
-            "JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
-            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE NOT i.indisvalid AND n.nspname = %s AND NOT EXISTS (SELECT FROM "
-            "pg_catalog.pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid)",
+            "SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid IN (SELECT i.indexrelid "
+            "FROM pg_catalog.pg_index i WHERE NOT i.indisvalid) AND c.relnamespace = "
+            "pg_catalog.to_regnamespace(pg_catalog.quote_ident(%s)) AND NOT EXISTS (SELECT "
+            "FROM pg_catalog.pg_stat_progress_create_index p WHERE p.index_relid = c.oid)",
             (schema,)).fetchall()
         dropped = []
-        for nspname, relname in rows:
+        for (relname,) in rows:
             conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
-                sql.Identifier(nspname, relname)))
-            dropped.append(f"{nspname}.{relname}")
+                sql.Identifier(schema, relname)))
+            dropped.append(f"{schema}.{relname}")
     if dropped:
         get_logger().warning("index.invalid_dropped", schema=schema, indexes=dropped,
                              detail="left by a concurrent build cut short; the revision that "
