@@ -120,7 +120,8 @@ class PluginPlan:
             pending = oldest_first(
                 plugin, ancestry(plugin, plugin.heads) - ancestry(plugin, current))
             return cls(plugin, current, None, pending, MULTIPLE_HEADS)
-        if goal is None:
+        if goal is None or current == (goal,):
+            # At the goal (every pod start, usually): nothing to walk.
             return cls(plugin, current, goal, (), UP_TO_DATE)
         done = ancestry(plugin, current)
         if target is not None and target in done and target not in current:
