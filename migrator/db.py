@@ -118,10 +118,11 @@ def session_settings(schema: str, *, lock_timeout: float) -> list[sql.SQL | sql.
     ]
 
 
-def session_settings_in_one(schema: str, *, lock_timeout: float) -> list[sql.SQL | sql.Composed]:
-    """`session_settings` in three statements instead of eight, for each revision's start (a
-    statement costs client time even pipelined): the `SET`s as one `SELECT set_config(...)`,
-    which returns nothing the caller needs."""
+def session_settings_script(schema: str, *, lock_timeout: float,
+                            returning: sql.Composable) -> sql.Composed:
+    """`session_settings` as one script for each revision's start, sent as one simple query
+    (no parameters, no pipeline: the cheapest way to send several statements in psycopg): the
+    resets, then one `SELECT set_config(...), ...` whose last column is `returning`."""
     # quote_ident quotes as SET does, so current_setting('search_path') reads the same.
     path = sql.SQL(" || ', ' || ").join(
         sql.SQL("pg_catalog.quote_ident({})").format(sql.Literal(part))
@@ -132,7 +133,7 @@ def session_settings_in_one(schema: str, *, lock_timeout: float) -> list[sql.SQL
     calls = sql.SQL(", ").join(
         sql.SQL("pg_catalog.set_config({}, {}, false)").format(sql.Literal(name), value)
         for name, value in values)
-    return [*_RESETS, sql.SQL("SELECT {}").format(calls)]
+    return sql.SQL("; ").join([*_RESETS, sql.SQL("SELECT {}, {}").format(calls, returning)])
 
 
 def version_table(plugin: Versioned) -> sql.Identifier:

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg import sql
 
 from migrator import db, records, retries, stamps
 from migrator.connections import host_identity
@@ -189,18 +190,16 @@ class PluginSteps:
         return Applied(revision, rev_file.message if rev_file else "", atomic, seconds)
 
     def _begin(self, raw: psycopg.Connection[Any]) -> str:
-        """BEGIN, migrator's settings, then the transaction's id, pipelined: one round trip,
-        in the revision's transaction (the settings persist when it commits; a retry sets
-        them again)."""
-        statements = db.session_settings_in_one(self.plugin.schema,
-                                                lock_timeout=self.session.lock_timeout)
-        with raw.pipeline():
-            for statement in statements:
-                raw.execute(statement)
-            cursor = raw.execute("SELECT pg_catalog.pg_current_xact_id()::text")
+        """BEGIN (psycopg's), migrator's settings and the transaction's id: in the revision's
+        transaction (the settings persist when it commits; a retry sets them again)."""
+        cursor = raw.execute(db.session_settings_script(
+            self.plugin.schema, lock_timeout=self.session.lock_timeout,
+            returning=sql.SQL("pg_catalog.pg_current_xact_id()::text")))
+        while cursor.nextset():  # the script's last result is the SELECT
+            pass
         row = cursor.fetchone()
         assert row is not None
-        return str(row[0])
+        return str(row[-1])
 
     def _finish(self, raw: psycopg.Connection[Any], step: Any, revision: str,
                 started_at: datetime, first_xid: str, last: bool) -> bool:
