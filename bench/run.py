@@ -410,7 +410,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--plugins", type=int, help="default 100 (quick: 10)")
     parser.add_argument("--revisions", type=int, help="default 10 (quick: 3)")
     parser.add_argument(
-        "--repeat", type=int, help="timed rounds per scenario (default: noop 7, fresh 5; quick 2)"
+        "--repeat", type=int, help="timed rounds per scenario (default: noop 15, fresh 5; quick 2)"
     )
     parser.add_argument("--scenario", choices=["noop", "fresh", "all"], default="all")
     parser.add_argument(
@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         log_dir=log_dir,
         env=contender_env(),
     )
-    default_rounds = {"noop": 2, "fresh": 2} if args.quick else {"noop": 7, "fresh": 5}
+    default_rounds = {"noop": 2, "fresh": 2} if args.quick else {"noop": 15, "fresh": 5}
     rounds = {k: args.repeat or v for k, v in default_rounds.items()}
     scenarios = ["noop", "fresh"] if args.scenario == "all" else [args.scenario]
 
