@@ -233,24 +233,28 @@ def test_a_failed_unique_concurrent_build_is_dropped_and_rebuilt_once_the_data_i
     assert version_of(database_url, "uniq") == ["u2"]
 
 
+@pytest.mark.parametrize(("plugin", "shown"), [("swallow", "swallow.ux"),
+                                                ("select", '"select".ux')],
+                         ids=["plain", "reserved-word schema"])
 def test_a_revision_is_never_stamped_while_its_schema_has_an_invalid_index(
-    database_url: str, migrate: Run, tmp_path: Path,
+    database_url: str, migrate: Run, tmp_path: Path, plugin: str, shown: str,
 ) -> None:
-    """A revision that swallows the failed build and returns is still not stamped."""
+    """A revision that swallows the failed build and returns is still not stamped (also in a
+    schema whose name must be quoted: the check resolves it with quote_ident)."""
     swallow = ("from sqlalchemy.exc import DBAPIError\n"
                "with op.get_context().autocommit_block():\n"
                "    try:\n"
                "        op.execute('CREATE UNIQUE INDEX CONCURRENTLY ux ON codes (code)')\n"
                "    except DBAPIError:\n"
                "        pass")
-    write_plugin(tmp_path / "plugins", "swallow", [Rev("s1", None, DUPLICATES),
-                                                   Rev("s2", "s1", swallow)])
+    write_plugin(tmp_path / "plugins", plugin, [Rev("s1", None, DUPLICATES),
+                                                Rev("s2", "s1", swallow)])
     result = migrate("upgrade")
 
     assert result.returncode == 1, result.stderr
     [line] = error_lines(result.stderr)
-    assert "INVALID index" in line and "swallow.ux" in line, line
-    assert version_of(database_url, "swallow") == ["s1"]
+    assert "INVALID index" in line and shown in line, line
+    assert version_of(database_url, plugin) == ["s1"]
 
 
 # -- batch sizes --------------------------------------------------------------------------------
