@@ -102,6 +102,7 @@ class PluginSteps:
     _env: EnvironmentContext | None = None
     _ctx: MigrationContext | None = None
     _watch: _Watch = field(default_factory=_Watch)
+    _start_script: bytes | None = None
 
     @contextmanager
     def installed(self, current: tuple[str, ...]) -> Iterator[PluginSteps]:
@@ -192,9 +193,11 @@ class PluginSteps:
     def _begin(self, raw: psycopg.Connection[Any]) -> str:
         """BEGIN (psycopg's), migrator's settings and the transaction's id: in the revision's
         transaction (the settings persist when it commits; a retry sets them again)."""
-        cursor = raw.execute(db.session_settings_script(
-            self.plugin.schema, lock_timeout=self.session.lock_timeout,
-            returning=sql.SQL("pg_catalog.pg_current_xact_id()::text")))
+        if self._start_script is None:  # the same for every revision of the plugin
+            self._start_script = db.session_settings_script(
+                self.plugin.schema, lock_timeout=self.session.lock_timeout,
+                returning=sql.SQL("pg_catalog.pg_current_xact_id()::text")).as_bytes(raw)
+        cursor = raw.execute(self._start_script)
         while cursor.nextset():  # the script's last result is the SELECT
             pass
         row = cursor.fetchone()
