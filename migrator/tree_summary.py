@@ -119,8 +119,12 @@ def summarised_trees(index: RevisionIndex, migrations_dir: str) -> list[Summaris
         if status is None or (stat.S_ISDIR(status.st_mode) if directory is None
                               else not _same(directory, status)):
             return None
-        if versions is not None and not _same(versions, _status(path + "/versions")):
-            return None
+        if versions is not None:
+            status = _status(path + "/versions")
+            # Recorded as not a directory, a `versions` link's target may have become one.
+            if (not _same(versions, status) or status is None
+                    or (name not in plugins and stat.S_ISDIR(status.st_mode))):
+                return None
         if name in plugins:
             if versions is None:
                 return None
