@@ -130,6 +130,19 @@ def add_revision(versions: Path, name: str, revision: str, down: str) -> None:
                                  f'down_revision = "{down}"\n')
 
 
+def replace_versions(plugin: Path) -> None:
+    """A copy of versions/ without its last revision renamed over it (a checkout)."""
+    shutil.copytree(plugin / "versions", plugin / "versions.new", copy_function=shutil.copy2)
+    max((plugin / "versions.new").glob("*.py")).unlink()
+    os.rename(plugin / "versions", plugin / "versions.old")
+    os.rename(plugin / "versions.new", plugin / "versions")
+
+
+def versions_to_file(plugin: Path) -> None:
+    shutil.rmtree(plugin / "versions")
+    (plugin / "versions").write_text("")
+
+
 CHANGES: dict[str, Callable[[Path], object]] = {
     "revision edited in place, size and mtime kept": lambda root: rewrite(
         root / "lean" / "versions" / "0004_l4.py", '"l4"', '"m4"', how="in-place-same-mtime"),
@@ -147,14 +160,8 @@ CHANGES: dict[str, Callable[[Path], object]] = {
     "plugin directory removed": lambda root: shutil.rmtree(root / "bare"),
     "symlinked plugin directory repointed": lambda root: replace_link(
         root / "linked", root.parent / "elsewhere" / "b" / "linked"),
-    "versions directory replaced": lambda root: (
-        shutil.copytree(root / "lean" / "versions", root / "lean" / "versions.new"),
-        (root / "lean" / "versions.new" / "0004_l4.py").unlink(),
-        os.rename(root / "lean" / "versions", root / "lean" / "versions.old"),
-        os.rename(root / "lean" / "versions.new", root / "lean" / "versions")),
-    "versions directory becomes a file": lambda root: (
-        shutil.rmtree(root / "bare" / "versions"),
-        (root / "bare" / "versions").write_text("")),
+    "versions directory replaced": lambda root: replace_versions(root / "lean"),
+    "versions directory becomes a file": lambda root: versions_to_file(root / "bare"),
     "a directory becomes a plugin": lambda root: write_plugin(root, "notes", [Rev("n1", None)]),
 }
 
