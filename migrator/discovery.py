@@ -1,7 +1,10 @@
 """Find plugin trees, read `plugin.toml`, and validate each tree into a `Plugin`.
 
 Reading one revision file (ids without importing, the checksum) lives in `migrator.revisions`;
-plugin order and reachability in `migrator.graph`. Both are re-exported here for callers.
+reading `plugin.toml` in `migrator.plugin_toml`; plugin order and reachability in
+`migrator.graph`; all re-exported here for callers. Trees are read through the revision index
+(`migrator.revision_index`), and an unchanged migrations directory is rebuilt from its tree
+summary (`migrator.tree_summary`) without being read at all.
 """
 
 from __future__ import annotations
