@@ -247,7 +247,8 @@ def _from_summary(index: RevisionIndex, migrations_dir: Path) -> list[Plugin] | 
 
 
 def _summarised_plugin(tree: SummarisedTree) -> Plugin:
-    name, config, toml = tree.name, tree.config, tree.path + "/plugin.toml"
+    name, config, source = tree.name, tree.config, str(tree.path)
+    toml = source + "/plugin.toml"
     if not NAME_PATTERN.match(name):
         raise TreeError(f"{name!r}: not a plugin name", plugin=name)
     if config:  # {} for a tree without plugin.toml, as most are
@@ -256,8 +257,7 @@ def _summarised_plugin(tree: SummarisedTree) -> Plugin:
     # The revisions passed _read_revisions and _heads when the summary was written (the
     # module says why they are not checked again); heads are cheap to derive.
     heads = revision_heads({r.revision: r.down_revisions for r in tree.revisions})
-    return _plugin(name, Path(tree.path), tree.path, config, schema, depends_on,
-                   tree.revisions, heads)
+    return _plugin(name, tree.path, source, config, schema, depends_on, tree.revisions, heads)
 
 
 def _read_trees(index: RevisionIndex, migrations_dir: Path) -> list[Plugin]:

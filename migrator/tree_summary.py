@@ -47,6 +47,7 @@ import os
 import re
 import stat
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from migrator.revision_index import INDEX_NAME, RevisionIndex, identity
@@ -62,7 +63,7 @@ class SummarisedTree:
     """One plugin tree as the summary has it: discovery builds its `Plugin` from this."""
 
     name: str
-    path: str
+    path: Path
     config: dict[str, Any]
     revisions: tuple[RevisionFile, ...]
 
@@ -144,14 +145,16 @@ def _tree(index: RevisionIndex, path: str, name: str, facts: Any) -> SummarisedT
     if toml is not None and not _same(toml, _status(path + "/plugin.toml")):
         return None
     try:
-        listed = "".join(file + "\n" for file in files)  # TypeError: not all strings
+        listed = "\n".join(files) + "\n"  # TypeError: not all strings
     except TypeError:
         return None
     # Names discovery would have read, sorted and each once, as listing gives them.
     if not _FILE_NAMES.fullmatch(listed) or not all(map(str.__lt__, files, files[1:])):
         return None
-    revisions = index.trusted(path + "/versions/", name + "/versions/", files, name)
-    return None if revisions is None else SummarisedTree(name, path, config, tuple(revisions))
+    # The paths reading the tree gives: `./core` is `core` there (a Path's text).
+    child = Path(path)
+    revisions = index.trusted(f"{child}/versions/", name + "/versions/", files, name)
+    return None if revisions is None else SummarisedTree(name, child, config, tuple(revisions))
 
 
 def _status(path: str) -> Status:

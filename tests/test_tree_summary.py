@@ -94,6 +94,17 @@ def test_the_summary_rebuilds_exactly_what_reading_the_files_gives(root: Path) -
     assert discovered(root) == truth(root)
 
 
+def test_a_relative_migrations_directory_gives_the_same_paths(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the summary, a plugin's path, source and revision files are spelled as
+    reading the trees spells them, also for a migrations directory given as `.`."""
+    monkeypatch.chdir(root)
+    found = summarised(Path("."))
+    assert found is not None
+    assert found == truth(Path("."))
+    assert found[0].source == "bare" and found[0].revisions[0].file == "bare/versions/0001_b1.py"
+
+
 def test_the_repository_trees_summarise_to_what_reading_them_gives(tmp_path: Path) -> None:
     """Every scenario tree in tests/trees that discovers cleanly (and the bench fleet's
     shape, when this checkout has one) gives through its summary exactly the plugins read
@@ -246,6 +257,26 @@ def test_errors_are_reported_as_without_one(tree: Any, scenario: str) -> None:
     assert str(indexing.value) == str(without.value)
     assert not (broken / INDEX_NAME).exists() or "tree" not in json.loads(
         (broken / INDEX_NAME).read_text())
+
+
+@pytest.mark.parametrize("scenario", ["bad_schema_shared", "bad_dependency_cycle",
+                                      "bad_depends_unknown"])
+def test_errors_between_plugins_are_reported_through_the_summary(
+        tree: Any, scenario: str) -> None:
+    """Errors between trees that each read cleanly (a shared schema, a dependency cycle, an
+    unknown dependency) are checked on every run, from a summary too: reported as without an
+    index."""
+    broken = tree(scenario)
+    with pytest.raises(MigratorError) as without:
+        discovery.discover(broken, entry_points=False)
+    (broken / INDEX_NAME).unlink()
+    settle(broken)
+    with pytest.raises(MigratorError):
+        discovery.discover(broken, entry_points=False, rebuild_index=True)
+    assert summarised(broken) is not None
+    with pytest.raises(MigratorError) as through:
+        discovery.discover(broken, entry_points=False)
+    assert str(through.value) == str(without.value)
 
 
 ERRORS: dict[str, Callable[[Path], object]] = {
