@@ -154,7 +154,7 @@ class RevisionIndex:
                 status = os.stat(file)
             except OSError:
                 return None  # the caller reads it, and names the problem
-            if (type(entry) is not list or len(entry) != _LENGTH
+            if (type(entry) is not list or len(entry) != _LENGTH  # FIELDS[:4]: the identity
                     or entry[2] != status.st_mtime_ns or entry[3] != status.st_ctime_ns
                     or entry[0] != status.st_size or entry[1] != status.st_ino
                     or not stat.S_ISREG(status.st_mode)):

@@ -145,11 +145,12 @@ def _tree(index: RevisionIndex, path: str, name: str, facts: Any) -> SummarisedT
     if toml is not None and not _same(toml, _status(path + "/plugin.toml")):
         return None
     try:
-        listed = "\n".join(files) + "\n"  # TypeError: not all strings
+        listed = "\n".join(files)  # TypeError: not all strings
     except TypeError:
         return None
     # Names discovery would have read, sorted and each once, as listing gives them.
-    if not _FILE_NAMES.fullmatch(listed) or not all(map(str.__lt__, files, files[1:])):
+    if (not _FILE_NAMES.fullmatch(listed + "\n" if files else "")
+            or not all(map(str.__lt__, files, files[1:]))):
         return None
     # The paths reading the tree gives: `./core` is `core` there (a Path's text).
     child = Path(path)

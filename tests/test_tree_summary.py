@@ -69,13 +69,15 @@ def summary(root: Path) -> dict[str, Any]:
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     """Trees of every shape the summary records: a plugin.toml with values, none at all, a
-    merge, a symlinked plugin directory, and names in the directory that are no plugins."""
+    merge, no revision yet, a symlinked plugin directory, and names in the directory that are
+    no plugins."""
     root = tmp_path / "plugins"
     write_plugin(root, "core", [Rev("c1", None), Rev("c2", "c1")],
                  toml='description = "core one"\nschema = "core_s"')
     write_plugin(root, "lean", [Rev("l1", None), Rev("l2", "l1"), Rev("l3", "l1"),
                                 Rev("l4", ("l2", "l3"))], toml='depends_on = ["core"]')
     (write_plugin(root, "bare", [Rev("b1", None)]) / "plugin.toml").unlink()
+    write_plugin(root, "empty", [])
     write_plugin(tmp_path / "elsewhere" / "a", "linked", [Rev("a1", None)])
     write_plugin(tmp_path / "elsewhere" / "b", "linked", [Rev("b1x", None), Rev("b2x", "b1x")])
     (root / "linked").symlink_to(tmp_path / "elsewhere" / "a" / "linked")
@@ -90,7 +92,7 @@ def test_the_summary_rebuilds_exactly_what_reading_the_files_gives(root: Path) -
     discover returns them."""
     found = summarised(root)
     assert found is not None and found == truth(root)
-    assert [p.name for p in found] == ["bare", "core", "lean", "linked"]
+    assert [p.name for p in found] == ["bare", "core", "empty", "lean", "linked"]
     assert discovered(root) == truth(root)
 
 
@@ -337,6 +339,7 @@ def test_a_read_only_tree_is_rebuilt_from_its_summary_and_nothing_is_written(
         for directory in [root, *directories]:
             directory.chmod(0o755)
     seen = json.loads(done.stdout.splitlines()[-1])
-    assert seen == {"plugins": ["bare", "core", "linked", "lean"], "listed": [str(root)],
+    assert seen == {"plugins": ["bare", "core", "empty", "linked", "lean"],
+                    "listed": [str(root)],
                     "tomllib": False}
     assert {p: p.stat().st_mtime_ns for p in [root, *root.rglob("*")]} == before
