@@ -1,14 +1,16 @@
 """Find plugin trees, read `plugin.toml`, and validate each tree into a `Plugin`.
 
 Reading one revision file (ids without importing, the checksum) lives in `migrator.revisions`;
-plugin order and reachability in `migrator.graph`. Both are re-exported here for callers.
+reading `plugin.toml` in `migrator.plugin_toml`; plugin order and reachability in
+`migrator.graph`; all re-exported here for callers. Trees are read through the revision index
+(`migrator.revision_index`), and an unchanged migrations directory is rebuilt from its tree
+summary (`migrator.tree_summary`) without being read at all.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,15 +26,22 @@ from migrator.graph import (
     with_dependencies,
 )
 from migrator.graph import heads as revision_heads
+from migrator.plugin_toml import (
+    NAME_PATTERN,
+    PLUGIN_TOML_KEYS,
+    read_plugin_toml,
+    read_plugin_toml_status,
+    validate_plugin_toml,
+)
 from migrator.revision_index import INDEX_NAME, RevisionIndex
 from migrator.revisions import (
     REVISION_ID_PATTERN,
     RevisionFile,
     printable,
-    read_regular_file,
     require_regular_file,
     shown,
 )
+from migrator.tree_summary import SummarisedTree, TreeRecord, summarised_trees
 
 __all__ = [
     "DEFAULT_VERSION_TABLE", "ENTRY_POINT_GROUP", "NAME_PATTERN", "PLUGIN_TOML_KEYS",
@@ -41,15 +50,9 @@ __all__ = [
     "require_regular_file", "validate_schema_name", "with_dependencies",
 ]
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}\Z")  # \Z: `$` would allow a final newline
-# Extension names as PostgreSQL ships them (`uuid-ossp` has a hyphen); always quoted.
-EXTENSION_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}\Z")
-VERSION_TABLE_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 RESERVED_SCHEMAS = frozenset({"migrator", "information_schema"})  # and pg_*
 PUBLIC_SCHEMA = "public"  # allowed for one plugin: an adopted Alembic app or the host
 DEFAULT_VERSION_TABLE = "alembic_version"
-PLUGIN_TOML_KEYS = ("schema", "depends_on", "models", "extensions", "version_table",
-                    "description")
 ENTRY_POINT_GROUP = "migrator.plugins"
 
 
@@ -100,29 +103,46 @@ class Plugin:
                        index: RevisionIndex | None = None, prefix: str = "") -> Plugin:
         """Read and validate the tree at `path` (a directory holding `versions/`), through
         `index` when given (`prefix`: the tree's path from the index, ending with "/")."""
-        name = name or path.name
-        if not NAME_PATTERN.match(name):
-            raise TreeError(
-                f"{printable(str(path))}: plugin name {shown(name)} must match "
-                "^[a-z][a-z0-9_]{0,47}$ "
-                "(lowercase letters, digits, underscores); rename the directory",
-                plugin=name, path=str(path))
-        toml = path / "plugin.toml"
-        config = read_plugin_toml(toml, name)
-        schema = config.get("schema", name)
-        validate_schema_name(schema, where=str(toml), plugin=name)
-        depends_on = tuple(config.get("depends_on", ()))
-        if name in depends_on:
-            raise DependencyError(f"{toml}: plugin {name!r} depends on itself; "
-                                  "remove it from depends_on", plugins=[name])
-        revisions = _read_revisions(path / "versions", name, index, prefix + "versions/")
-        return cls(
-            name=name, schema=schema, path=path, source=source, depends_on=depends_on,
-            models=config.get("models"), description=config.get("description", ""),
-            revisions=revisions, heads=_heads(revisions, name, path),
-            extensions=tuple(config.get("extensions", ())),
-            version_table=config.get("version_table", DEFAULT_VERSION_TABLE),
-        )
+        return _read_plugin(path, source, name or path.name, index, prefix)[0]
+
+
+def _read_plugin(path: Path, source: str, name: str, index: RevisionIndex | None,
+                 prefix: str) -> tuple[Plugin, os.stat_result | None, dict[str, Any]]:
+    """`Plugin.from_directory`, and what the tree summary records: the identity of
+    `plugin.toml` (None: there is none) and its values."""
+    if not NAME_PATTERN.match(name):
+        raise TreeError(
+            f"{printable(str(path))}: plugin name {shown(name)} must match "
+            "^[a-z][a-z0-9_]{0,47}$ "
+            "(lowercase letters, digits, underscores); rename the directory",
+            plugin=name, path=str(path))
+    toml = path / "plugin.toml"
+    config, status = read_plugin_toml_status(toml, name)
+    schema, depends_on = _schema_and_dependencies(config, str(toml), name)
+    revisions = _read_revisions(path / "versions", name, index, prefix + "versions/")
+    heads = _heads(revisions, name, path)
+    return _plugin(name, path, source, config, schema, depends_on, revisions, heads), status, config
+
+
+def _schema_and_dependencies(config: dict[str, Any], toml: str, name: str
+                             ) -> tuple[str, tuple[str, ...]]:
+    schema = config.get("schema", name)
+    validate_schema_name(schema, where=toml, plugin=name)
+    depends_on = tuple(config.get("depends_on", ()))
+    if name in depends_on:
+        raise DependencyError(f"{toml}: plugin {name!r} depends on itself; "
+                              "remove it from depends_on", plugins=[name])
+    return schema, depends_on
+
+
+def _plugin(name: str, path: Path, source: str, config: dict[str, Any], schema: str,
+            depends_on: tuple[str, ...], revisions: tuple[RevisionFile, ...],
+            heads: tuple[str, ...]) -> Plugin:
+    return Plugin(
+        name=name, schema=schema, path=path, source=source, depends_on=depends_on,
+        models=config.get("models"), description=config.get("description", ""),
+        revisions=revisions, heads=heads, extensions=tuple(config.get("extensions", ())),
+        version_table=config.get("version_table", DEFAULT_VERSION_TABLE))
 
 
 def validate_schema_name(schema: str, *, where: str, plugin: str) -> None:
@@ -132,61 +152,6 @@ def validate_schema_name(schema: str, *, where: str, plugin: str) -> None:
             "identifier matching ^[a-z][a-z0-9_]{0,47}$ other than migrator, "
             "information_schema or pg_* (public: for one plugin only)",
             plugin=plugin, path=where)
-
-
-def read_plugin_toml(path: Path, plugin: str) -> dict[str, Any]:
-    """`plugin.toml` as a validated dict ({} when there is none)."""
-    if not os.path.lexists(path):
-        return {}
-    data = read_regular_file(str(path), plugin=plugin, what="plugin.toml")
-    import tomllib
-
-    where = printable(str(path))
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise TreeError(f"{where}: not UTF-8 text; save plugin.toml as UTF-8",
-                        plugin=plugin, path=str(path)) from None
-    try:
-        config = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise TreeError(f"{where}: invalid TOML ({shown(str(exc), quote=False)}); fix the file",
-                        plugin=plugin, path=str(path)) from None
-    except RecursionError:  # tomllib recurses into nested arrays and tables
-        raise TreeError(f"{where}: invalid TOML (nested too deeply); fix the file",
-                        plugin=plugin, path=str(path)) from None
-    _validate_toml(config, where, plugin, str(path))
-    return config
-
-
-def _validate_toml(data: dict[str, Any], where: str, plugin: str, path: str) -> None:
-    def refuse(message: str) -> TreeError:
-        return TreeError(f"{where}: {message}", plugin=plugin, path=path)
-
-    unknown = sorted(set(data) - set(PLUGIN_TOML_KEYS))
-    if unknown:
-        raise refuse(f"unknown key {shown(unknown[0])}; allowed keys are "
-                     + ", ".join(PLUGIN_TOML_KEYS))
-    for key in ("schema", "models", "description", "version_table"):
-        if key in data and not isinstance(data[key], str):
-            raise refuse(f"{key} must be a string, got {type(data[key]).__name__}")
-    if "models" in data and not re.match(r"^[\w.]+:[\w.]+\Z", data["models"]):
-        raise refuse(f"models {shown(data['models'])} must look like 'package.module:name'")
-    if "version_table" in data and not VERSION_TABLE_PATTERN.match(data["version_table"]):
-        raise refuse(f"version_table {shown(data['version_table'])} must be a lowercase "
-                     "identifier matching ^[a-z_][a-z0-9_]{0,62}$, like \"alembic_version\"")
-    for key, pattern, what in (("depends_on", NAME_PATTERN, "plugin name"),
-                               ("extensions", EXTENSION_PATTERN, "extension name")):
-        values = data.get(key, [])
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            example = '["core"]' if key == "depends_on" else '["citext", "pg_trgm"]'
-            raise refuse(f"{key} must be a list of {what}s, like {example}")
-        for value in values:
-            if not pattern.match(value):
-                raise refuse(f"{key} entry {shown(value)} is not a valid {what}")
-        if len(set(values)) != len(values):
-            twice = next(v for v in values if values.count(v) > 1)
-            raise refuse(f"{key} lists {twice!r} twice; list it once")
 
 
 def _read_revisions(versions: Path, plugin: str, index: RevisionIndex | None,
@@ -248,9 +213,7 @@ def discover(migrations_dir: Path, *, entry_points: bool = True,
     found: dict[str, Plugin] = {}
     if migrations_dir.is_dir():
         index = _index(str(migrations_dir), rebuild_index)
-        for child in _plugin_directories(migrations_dir):
-            plugin = Plugin.from_directory(child, source=str(child), index=index,
-                                           prefix=child.name + "/")
+        for plugin in _from_summary(index, migrations_dir) or _read_trees(index, migrations_dir):
             found[plugin.name] = plugin
         _save(index, rebuild_index)
     if entry_points:
@@ -270,10 +233,50 @@ def discover(migrations_dir: Path, *, entry_points: bool = True,
     return order_by_dependencies(found)
 
 
-def _plugin_directories(migrations_dir: Path) -> list[Path]:
-    """The directories of `migrations_dir` holding `versions/`, sorted. A symlink there (or a
-    `versions` link) that loops or leads nowhere is refused naming it, not skipped: the
-    plugin it stands for would silently not run."""
+def _from_summary(index: RevisionIndex, migrations_dir: Path) -> list[Plugin] | None:
+    """The trees as the index's tree summary has them (`migrator.tree_summary`); None when
+    it no longer describes them, or is damaged: values it holds that `plugin.toml` could
+    not have held are refused as they would be there."""
+    trees = summarised_trees(index, str(migrations_dir))
+    if trees is None:
+        return None
+    try:
+        return [_summarised_plugin(tree) for tree in trees]
+    except (TreeError, DependencyError):
+        return None
+
+
+def _summarised_plugin(tree: SummarisedTree) -> Plugin:
+    name, config, source = tree.name, tree.config, str(tree.path)
+    toml = source + "/plugin.toml"
+    if not NAME_PATTERN.match(name):
+        raise TreeError(f"{name!r}: not a plugin name", plugin=name)
+    if config:  # {} for a tree without plugin.toml, as most are
+        validate_plugin_toml(config, toml, name, toml)
+    schema, depends_on = _schema_and_dependencies(config, toml, name)
+    # The revisions passed _read_revisions and _heads when the summary was written (the
+    # module says why they are not checked again); heads are cheap to derive.
+    heads = revision_heads({r.revision: r.down_revisions for r in tree.revisions})
+    return _plugin(name, tree.path, source, config, schema, depends_on, tree.revisions, heads)
+
+
+def _read_trees(index: RevisionIndex, migrations_dir: Path) -> list[Plugin]:
+    """Every tree of `migrations_dir`, read; what was seen becomes the index's summary."""
+    record = TreeRecord()
+    plugins: list[Plugin] = []
+    for child in _plugin_directories(migrations_dir, record):
+        plugin, toml, config = _read_plugin(child, str(child), child.name, index,
+                                            child.name + "/")
+        record.plugin(plugin.name, toml, config, [r.filename for r in plugin.revisions])
+        plugins.append(plugin)
+    index.tree_record = record  # only for trees that were all read without an error
+    return plugins
+
+
+def _plugin_directories(migrations_dir: Path, record: TreeRecord) -> list[Path]:
+    """The directories of `migrations_dir` holding `versions/`, sorted, each name recorded
+    in `record`. A symlink there (or a `versions` link) that loops or leads nowhere is
+    refused naming it, not skipped: the plugin it stands for would silently not run."""
     try:
         entries = sorted(os.scandir(migrations_dir), key=lambda e: e.name)
     except OSError as exc:
@@ -284,25 +287,33 @@ def _plugin_directories(migrations_dir: Path) -> list[Path]:
         if entry.name.startswith(".#"):  # an editor's lock file: a dangling link by design
             continue
         child = Path(entry.path)
-        if not _is_directory(child, entry.name):
-            continue
-        if _is_directory(child / "versions", entry.name):
+        directory = _directory_status(child, entry.name)
+        versions = None if directory is None else _status(child / "versions", entry.name)
+        record.entry(entry.name, directory, versions)
+        if versions is not None and stat.S_ISDIR(versions.st_mode):
             children.append(child)
     return children
 
 
-def _is_directory(path: Path, plugin: str) -> bool:
-    """Whether `path` is a directory; a broken or looping symlink is a `TreeError`."""
+def _directory_status(path: Path, plugin: str) -> os.stat_result | None:
+    """`path`'s status when it is a directory, else None (see `_status`)."""
+    status = _status(path, plugin)
+    return status if status is not None and stat.S_ISDIR(status.st_mode) else None
+
+
+def _status(path: Path, plugin: str) -> os.stat_result | None:
+    """`path`'s status through symlinks, None when there is nothing; a broken or looping
+    symlink is a `TreeError`."""
     try:
         # One stat through the links, not realpath's lstat of every component: a thousand
         # plugins made that a noticeable share of a no-op run.
-        return stat.S_ISDIR(os.stat(path).st_mode)
+        return os.stat(path)
     except FileNotFoundError:
         if os.path.islink(path):
             raise TreeError(f"{printable(str(path))}: a symlink to nothing "
                             f"({printable(os.readlink(path))}); fix or remove it",
                             plugin=plugin, path=str(path)) from None
-        return False
+        return None
     except OSError as exc:
         reason = "a symlink loop" if exc.errno == errno.ELOOP else exc.strerror
         raise TreeError(f"{printable(str(path))}: cannot read the directory ({reason}); fix "

@@ -3,12 +3,13 @@
 Every pod start of every replica runs `migrator upgrade`, and almost always there is nothing to
 do. For exactly that case — the bare `upgrade` command, configured through `MIGRATOR_*`
 variables, JSON logs (off a terminal), no `--isolate-roles` — this path discovers the trees
-(through the revision index, `migrator.revision_index`: unchanged files are not opened),
-connects once, reads every version table in one query and, when every plugin is at head,
-writes the same `run.finished` event (and termination message) the full command would, without
-importing typer, rich or structlog, and leaves without the interpreter's teardown. Anything
-else — flags, something pending, an error of any kind — goes to the full command line, which
-does the work and reports it as usual (the fast path never reports an error itself).
+(through the revision index, `migrator.revision_index`: unchanged files are not opened, and
+an unchanged migrations directory is not even listed, `migrator.tree_summary`), connects
+once, reads every version table in one query and, when every plugin is at head, writes the
+same `run.finished` event (and termination message) the full command would, without importing
+typer, rich or structlog, and leaves without the interpreter's teardown. Anything else —
+flags, something pending, an error of any kind — goes to the full command line, which does the
+work and reports it as usual (the fast path never reports an error itself).
 """
 
 from __future__ import annotations

@@ -4,14 +4,17 @@ Reading and parsing the ids of 10,000 revision files is most of a no-op run over
 One index describes the revision files below its directory: `<migrations-dir>/
 .migrator-index.json` for the trees there, `<package>/.migrator-index.json` for a tree an
 entry point names (in site-packages). One file, not one per tree: a thousand small files cost
-more to read, and far more to write. An entry per revision file, by its path from the index:
+more to read, and far more to write. An entry per revision file, by its path from the index,
+a list (`FIELDS` names its items: lists load twice as fast as objects):
 
-    {"format": "migrator-index/1",
-     "files": {"core/versions/0001_create_accounts.py": {"size": 875, "inode": 4212,
-               "mtime_ns": 1733450000123456789, "ctime_ns": 1733450000123456789,
-               "sha256": "…", "revision": "0001",
-               "down_revisions": [], "branch_labels": [], "depends_on": [],
-               "message": "create accounts", "checksum": "…"}}}
+    {"format": "migrator-index/2",
+     "files": {"core/versions/0001_create_accounts.py": [
+               875, 4212, 1733450000123456789, 1733450000123456789,
+               "<sha256>", "<checksum>" or null, "0001", [], [], [], "create accounts"]},
+     "tree": {…}}
+
+`tree`, in the migrations directory's index only, is the tree summary
+(`migrator.tree_summary`): what discovery derived from the directories and `plugin.toml`s.
 
 Trust, in this order; an index can make migrator skip work, never see a file as other than
 it is:
@@ -53,7 +56,7 @@ import os
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from migrator.errors import TreeError
 from migrator.revisions import (
@@ -66,9 +69,18 @@ from migrator.revisions import (
 )
 
 INDEX_NAME = ".migrator-index.json"
-FORMAT = "migrator-index/1"
+FORMAT = "migrator-index/2"  # /2: the tree summary
 MAX_INDEX_BYTES = 64 * 1024 * 1024  # a hostile or runaway file is not loaded whole
 RACY_NS = 2_000_000_000
+FIELDS = ("size", "inode", "mtime_ns", "ctime_ns", "sha256", "checksum", "revision",
+          "down_revisions", "branch_labels", "depends_on", "message")
+_SHA256, _CHECKSUM = 4, 5
+
+
+class Summary(Protocol):
+    """What the tree summary writes into the index (`migrator.tree_summary`)."""
+
+    def as_json(self, racy_from: int) -> Any: ...
 
 
 @dataclass(slots=True)
@@ -78,19 +90,23 @@ class RevisionIndex:
     path: str  # <directory>/.migrator-index.json
     entries: dict[str, Any]
     # What a rewrite would hold: entries as loaded, or what was read (made entries on save).
-    current: dict[str, dict[str, Any] | tuple[RevisionFile, os.stat_result, str, str | None]] = (
+    current: dict[str, list[Any] | tuple[RevisionFile, os.stat_result, str, str | None]] = (
         field(default_factory=dict))
     parsed: bool = False  # a file had to be parsed: the index on disk is behind
     started_ns: int = field(default_factory=time.time_ns)  # before any file was read
     # Tokenizing every file for its checksum costs more than parsing its ids: only `migrator
     # index` pays it; an index a run rewrites keeps the checksums it had, adds none.
     with_checksums: bool = False
+    tree: Any = None  # the tree summary as loaded, unchecked (`migrator.tree_summary`)
+    tree_record: Summary | None = None  # the tree summary a rewrite would hold
 
     @classmethod
     def load(cls, directory: str) -> RevisionIndex:
         """The index in `directory`; an empty one when there is none usable."""
         path = os.path.join(directory, INDEX_NAME)
-        return cls(path, _load_entries(path))
+        document = _load_document(path)
+        files = document.get("files")
+        return cls(path, files if isinstance(files, dict) else {}, tree=document.get("tree"))
 
     @classmethod
     def empty(cls, directory: str) -> RevisionIndex:
@@ -102,29 +118,17 @@ class RevisionIndex:
         """The revision file at `file` (`name`: its path from the index's directory) of
         `plugin`: from the index when it describes the file as it is, else read (and parsed
         unless its bytes are the indexed ones)."""
+        base = os.path.basename(file)
+        trusted = self.trusted(file[:-len(base)], name[:-len(base)], [base], plugin)
+        if trusted is not None:
+            return trusted[0]
         entry = self.entries.get(name)
-        if isinstance(entry, dict):
-            try:
-                status: os.stat_result | None = os.stat(file)
-            except OSError:
-                status = None  # read below, which names the problem
-            if (status is not None and stat.S_ISREG(status.st_mode)
-                    and entry.get("mtime_ns") == status.st_mtime_ns
-                    and entry.get("ctime_ns") == status.st_ctime_ns
-                    and entry.get("size") == status.st_size
-                    and entry.get("inode") == status.st_ino):
-                known = _revision_from(entry, file, plugin)
-                if known is not None:
-                    self.current[name] = entry
-                    _remember(entry)
-                    return known
         data, status = read_with_identity(file, plugin=plugin, what="revision file")
         digest = hashlib.sha256(data).hexdigest()
-        known = None
-        if isinstance(entry, dict) and entry.get("sha256") == digest:
+        known, checksum = None, None
+        if type(entry) is list and len(entry) == _LENGTH and entry[_SHA256] == digest:
             known = _revision_from(entry, file, plugin)
-        checksum = entry.get("checksum") if known is not None and isinstance(entry, dict) \
-            else None
+            checksum = None if known is None else entry[_CHECKSUM]
         if known is None:
             known = RevisionFile.parse(data, file, plugin=plugin)
             self.parsed = True
@@ -134,6 +138,36 @@ class RevisionIndex:
             remember_checksum(digest, checksum)
         self.current[name] = (known, status, digest, checksum)
         return known
+
+    def trusted(self, directory: str, prefix: str, names: list[str], plugin: str
+                ) -> list[RevisionFile] | None:
+        """The revision files `names` in `directory` (ending with "/"; `prefix`: its path from
+        the index's directory) as their entries have them, when every entry describes its
+        file by its identity (see the module); None otherwise, with nothing read. Files, not
+        a file: one loop for a tree, since the tree summary checks a thousand files a run."""
+        entries = self.entries
+        found: list[RevisionFile] = []
+        for name in names:
+            entry = entries.get(prefix + name)
+            file = directory + name
+            try:
+                status = os.stat(file)
+            except OSError:
+                return None  # the caller reads it, and names the problem
+            if (type(entry) is not list or len(entry) != _LENGTH  # FIELDS[:4]: the identity
+                    or entry[2] != status.st_mtime_ns or entry[3] != status.st_ctime_ns
+                    or entry[0] != status.st_size or entry[1] != status.st_ino
+                    or not stat.S_ISREG(status.st_mode)):
+                return None
+            known = _revision_from(entry, file, plugin)
+            if known is None:
+                return None
+            found.append(known)
+        for name in names:
+            entry = self.current[prefix + name] = entries[prefix + name]
+            if type(entry[_SHA256]) is str and type(entry[_CHECKSUM]) is str:
+                remember_checksum(entry[_SHA256], entry[_CHECKSUM])
+        return found
 
     def save_if_behind(self) -> None:
         """Rewrite the index when a file had to be parsed; never fails (see the module)."""
@@ -152,11 +186,13 @@ class RevisionIndex:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 # The file system's clock too: a network file system stamps by its own.
                 racy_from = min(self.started_ns, os.fstat(fd).st_mtime_ns) - RACY_NS
-                files = {name: _entry(value, racy_from)
-                         for name, value in sorted(self.current.items())}
+                document: dict[str, Any] = {"format": FORMAT, "files": {
+                    name: _entry(value, racy_from)
+                    for name, value in sorted(self.current.items())}}
+                if self.tree_record is not None:
+                    document["tree"] = self.tree_record.as_json(racy_from)
                 # dumps, not dump: dump feeds the file from a pure-Python generator, 10x slower.
-                handle.write(json.dumps({"format": FORMAT, "files": files},
-                                        separators=(",", ":")))
+                handle.write(json.dumps(document, separators=(",", ":")))
             os.replace(temporary, self.path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -173,7 +209,7 @@ class RevisionIndex:
                             "migrator index", path=self.path) from None
 
 
-def _load_entries(path: str) -> dict[str, Any]:
+def _load_document(path: str) -> dict[str, Any]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -190,52 +226,47 @@ def _load_entries(path: str) -> dict[str, Any]:
         os.close(fd)
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         return {}
-    files = document.get("files")
-    return files if isinstance(files, dict) else {}
+    return document
 
 
-def _remember(entry: dict[str, Any]) -> None:
-    digest, checksum = entry.get("sha256"), entry.get("checksum")
-    if type(digest) is str and type(checksum) is str:
-        remember_checksum(digest, checksum)
+def identity(status: os.stat_result, racy_from: int) -> list[int | None]:
+    """A file's or directory's identity as the index records it: size, inode, mtime_ns and
+    ctime_ns, the mtime null (never matching) when it changed at or after `racy_from`."""
+    racy = max(status.st_mtime_ns, status.st_ctime_ns) >= racy_from
+    return [status.st_size, status.st_ino, None if racy else status.st_mtime_ns,
+            status.st_ctime_ns]
 
 
-def _entry(value: dict[str, Any] | tuple[RevisionFile, os.stat_result, str, str | None],
-           racy_from: int) -> dict[str, Any]:
-    """The entry to write: `mtime_ns` null when the file may still change within the tick
-    it last changed in (see the module)."""
-    if isinstance(value, dict):  # trusted on its identity in this run: recorded before
+def _entry(value: list[Any] | tuple[RevisionFile, os.stat_result, str, str | None],
+           racy_from: int) -> list[Any]:
+    """The entry to write (`FIELDS`), `mtime_ns` null when the file may still change within
+    the tick it last changed in (see the module)."""
+    if isinstance(value, list):  # trusted on its identity in this run: recorded before
         return value
     revision, status, digest, checksum = value
-    racy = max(status.st_mtime_ns, status.st_ctime_ns) >= racy_from
-    written = {"size": status.st_size, "inode": status.st_ino,
-            "mtime_ns": None if racy else status.st_mtime_ns, "ctime_ns": status.st_ctime_ns,
-            "sha256": digest, "revision": revision.revision,
-            "down_revisions": list(revision.down_revisions),
-            "branch_labels": list(revision.branch_labels),
-            "depends_on": list(revision.depends_on), "message": revision.message}
-    if checksum is not None:
-        written["checksum"] = checksum
-    return written
+    return [*identity(status, racy_from), digest, checksum, revision.revision,
+            list(revision.down_revisions), list(revision.branch_labels),
+            list(revision.depends_on), revision.message]
 
 
-def _revision_from(entry: dict[str, Any], file: str, plugin: str) -> RevisionFile | None:
-    """The entry as a RevisionFile, held to what `RevisionFile.parse` guarantees; None when
-    it is not (a damaged or foreign index). Written for speed: it runs per file per run."""
-    revision, parents = entry.get("revision"), entry.get("down_revisions")
-    labels, depends_on = entry.get("branch_labels"), entry.get("depends_on")
-    message = entry.get("message")
+def _revision_from(entry: list[Any], file: str, plugin: str) -> RevisionFile | None:
+    """The entry (a list of `FIELDS`' length) as a RevisionFile, held to what
+    `RevisionFile.parse` guarantees; None when it is not (a damaged or foreign index).
+    Written for speed: it runs per file per run."""
+    _, _, _, _, _, _, revision, parents, labels, depends_on, message = entry
     if (type(revision) is not str or not _is_id(revision) or type(parents) is not list
-            or type(message) is not str or not _names(labels) or not _names(depends_on)):
+            or type(message) is not str or (labels != [] and not _names(labels))
+            or (depends_on != [] and not _names(depends_on))):
         return None
     for parent in parents:
         if type(parent) is not str or not _is_id(parent):
             return None
-    return RevisionFile(revision, tuple(parents), file, message, tuple(labels or ()),
-                        tuple(depends_on or ()), plugin)
+    return RevisionFile(revision, tuple(parents), file, message, tuple(labels),
+                        tuple(depends_on), plugin)
 
 
 _is_id = REVISION_ID_PATTERN.match
+_LENGTH = len(FIELDS)
 
 
 def _names(value: Any) -> bool:

@@ -28,6 +28,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from migrator.config import parse_duration
+from migrator.revision_index import FIELDS
 from migrator.revisions import RevisionFile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -263,9 +264,10 @@ def test_image_indexes_its_trees(image_venv: dict[str, Any]) -> None:
     assert files and sorted(index["files"]) == files
     for name, entry in index["files"].items():
         revision = RevisionFile.read(str(trees / name), plugin=name.partition("/")[0])
-        assert (entry["revision"], entry["down_revisions"], entry["message"]) == (
+        fields = dict(zip(FIELDS, entry, strict=True))
+        assert (fields["revision"], fields["down_revisions"], fields["message"]) == (
             revision.revision, list(revision.down_revisions), revision.message)
-        assert entry["sha256"] == hashlib.sha256((trees / name).read_bytes()).hexdigest()
+        assert fields["sha256"] == hashlib.sha256((trees / name).read_bytes()).hexdigest()
 
 
 def test_image_entrypoint_runs(image_venv: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from helpers import fetch
 from treebuilder import Rev, write_plugin
 
 from migrator import discovery
-from migrator.revision_index import INDEX_NAME, RACY_NS
+from migrator.revision_index import FIELDS, INDEX_NAME, RACY_NS
 
 MIGRATOR = [sys.executable, "-m", "migrator"]
 
@@ -58,6 +58,10 @@ def entries(root: Path) -> dict[str, Any]:
     return dict(json.loads((root / INDEX_NAME).read_text())["files"])
 
 
+def field(entry: list[Any], name: str) -> Any:
+    return entry[FIELDS.index(name)]
+
+
 def index_settled(root: Path) -> dict[str, Any]:
     """`migrator index` (in process) until every entry is trusted on its identity: a file
     changed in the clock tick the index is written in is not, until it is older."""
@@ -65,7 +69,7 @@ def index_settled(root: Path) -> dict[str, Any]:
     while True:
         discovery.discover(root, entry_points=False, rebuild_index=True)
         found = entries(root)
-        if all(entry["mtime_ns"] is not None for entry in found.values()):
+        if all(field(entry, "mtime_ns") is not None for entry in found.values()):
             return found
         assert time.monotonic() < deadline, f"entries stay racy: {found}"
         time.sleep(0.01)
@@ -126,7 +130,7 @@ def test_an_edited_revision_is_seen(platform_root: Path, how: str, new: str) -> 
     seen = probe(platform_root)
     assert seen["result"]["lean"] == ["l1", new]
     assert seen["opened"] == ["0002_l2.py"]  # the others still come from the index
-    assert entries(platform_root)["lean/versions/0002_l2.py"]["revision"] == new
+    assert field(entries(platform_root)["lean/versions/0002_l2.py"], "revision") == new
     assert discovery.discover(platform_root, entry_points=False) == truth(platform_root)
 
 
@@ -139,7 +143,7 @@ def test_a_file_changed_just_before_indexing_is_not_trusted_on_identity(
     rewrite(path, '"c2"', '"d2"', how="in-place")
     discovery.discover(platform_root, entry_points=False, rebuild_index=True)
     if time.time_ns() - path.stat().st_ctime_ns < RACY_NS:  # else this machine stalled 2 s
-        assert entries(platform_root)["core/versions/0002_c2.py"]["mtime_ns"] is None
+        assert field(entries(platform_root)["core/versions/0002_c2.py"], "mtime_ns") is None
         assert probe(platform_root)["opened"] == ["0002_c2.py"]
 
 
@@ -168,7 +172,9 @@ def test_a_stale_index_from_another_tree_is_not_trusted(platform_root: Path,
 
 @pytest.mark.parametrize("content", [
     b"", b"{", b"\xff\xfe not utf-8", b"[]", b'{"format": "migrator-index/0", "files": {}}',
-    b'{"format": "migrator-index/1", "files": []}', b"[" * 100_000,
+    b'{"format": "migrator-index/2", "files": []}', b"[" * 100_000,
+    # The previous format, entries as objects: rebuilt, not read.
+    b'{"format": "migrator-index/1", "files": {"core/versions/0001_c1.py": {"size": 1}}}',
 ])
 def test_a_corrupt_index_is_ignored_and_replaced(platform_root: Path, content: bytes) -> None:
     """Garbage, another format or nesting too deep for the parser: no entry, no error; the
@@ -182,10 +188,10 @@ def test_damaged_entries_are_ignored(platform_root: Path) -> None:
     """An entry whose identity matches but whose fields could not come from a revision file
     (an id Alembic refuses, a wrong type) is not used: the file is parsed."""
     found = index_settled(platform_root)
-    found["lean/versions/0002_l2.py"]["revision"] = "l2; drop"
-    found["core/versions/0002_c2.py"]["down_revisions"] = "c1"
+    found["lean/versions/0002_l2.py"][FIELDS.index("revision")] = "l2; drop"
+    found["core/versions/0002_c2.py"][FIELDS.index("down_revisions")] = "c1"
     (platform_root / INDEX_NAME).write_text(json.dumps(
-        {"format": "migrator-index/1", "files": found}))
+        {"format": "migrator-index/2", "files": found}))
     seen = probe(platform_root)
     assert seen["result"] == {"core": ["c1", "c2"], "lean": ["l1", "l2"]}
     assert seen["opened"] == ["0002_c2.py", "0002_l2.py"]
@@ -312,9 +318,10 @@ def test_history_rows_take_the_indexed_checksum_but_check_computes_its_own(
            "MIGRATOR_MIGRATIONS_DIR": str(platform_root)}
     found = index_settled(platform_root)
     for name, entry in found.items():
-        assert entry["checksum"] == normalised_checksum((platform_root / name).read_bytes())
+        assert field(entry, "checksum") == normalised_checksum(
+            (platform_root / name).read_bytes())
     document = json.loads((platform_root / INDEX_NAME).read_text())
-    document["files"]["core/versions/0001_c1.py"]["checksum"] = "f" * 64  # a lying index
+    document["files"]["core/versions/0001_c1.py"][FIELDS.index("checksum")] = "f" * 64  # lies
     (platform_root / INDEX_NAME).write_text(json.dumps(document))
 
     assert run_cli("upgrade", env=env).returncode == 0
