@@ -273,3 +273,21 @@ def write_section(path: Path, section: str, begin: str, end: str) -> None:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def index_until_settled(migrator: list[str], fleet_dir: Path,
+                        env: dict[str, str] | None = None) -> None:
+    """`migrator index` until the index's tree summary is trusted whole, as a pod start finds
+    it: files and directories written within 2 s of indexing are not, until they are older."""
+    from migrator.revision_index import RevisionIndex
+    from migrator.tree_summary import summarised_trees
+
+    deadline = time.monotonic() + 60
+    while True:
+        subprocess.run([*migrator, "--migrations-dir", str(fleet_dir), "index"], check=True,
+                       capture_output=True, timeout=600, env=env)
+        if summarised_trees(RevisionIndex.load(str(fleet_dir)), str(fleet_dir)) is not None:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{fleet_dir}: index entries stay racy")
+        time.sleep(0.05)

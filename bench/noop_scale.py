@@ -26,13 +26,11 @@ plugin (the index fresh). Results: printed, and written between the noop-scale m
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -98,27 +96,12 @@ def run_once(contender: Contender, url: str, migrator: list[str], log_path: Path
     return elapsed
 
 
-def index_until_settled(migrator: list[str], fleet_dir: Path) -> None:
-    """`migrator index` until every entry is trusted on its identity: files written in the
-    clock tick the index is written in are not, until they are older."""
-    deadline = time.monotonic() + 60
-    while True:
-        subprocess.run([*migrator, "index", "--migrations-dir", str(fleet_dir)], check=True,
-                       capture_output=True, timeout=600)
-        files = json.loads((fleet_dir / INDEX).read_text())["files"]
-        if all(entry["mtime_ns"] is not None for entry in files.values()):
-            return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{fleet_dir}: index entries stay racy")
-        time.sleep(0.05)
-
-
 def prepare_fleets(work: Path, plugins: int, revisions: int, migrator: list[str]
                    ) -> tuple[list[fleet.PluginSpec], dict[str, Path]]:
     """The fleet three times: indexed, a moved copy keeping the original's index, unindexed."""
     base = work / f"scale-{plugins}x{revisions}"
     specs = fleet.write_fleet(base, plugins, revisions)
-    index_until_settled(migrator, base)
+    benchlib.index_until_settled(migrator, base)
     dirs = {"index": base, "moved": base.with_name(base.name + "-moved"),
             "noindex": base.with_name(base.name + "-noindex")}
     for key in ("moved", "noindex"):

@@ -453,9 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"generating {args.plugins} plugins x {args.revisions} revisions into {fleet_dir}")
     specs = fleet.write_fleet(fleet_dir, args.plugins, args.revisions)
     if migrator is not None:
-        # As the image does (Dockerfile): the revision index, built once beside the trees.
-        subprocess.run([*migrator, "--migrations-dir", str(fleet_dir), "index"], check=True,
-                       stdout=subprocess.DEVNULL, env=contender_env())
+        # As the image does (Dockerfile): the revision index beside the trees, built once
+        # they are old enough to be trusted on their identity (as in an image).
+        benchlib.index_until_settled(migrator, fleet_dir, env=contender_env())
     log_dir = args.work_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(
