@@ -50,7 +50,6 @@ are re-read on every run but not rewritten: a fresh container would throw the wr
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import stat
@@ -66,6 +65,7 @@ from migrator.revisions import (
     printable,
     read_with_identity,
     remember_checksum,
+    sha256_hex,
 )
 
 INDEX_NAME = ".migrator-index.json"
@@ -124,7 +124,7 @@ class RevisionIndex:
             return trusted[0]
         entry = self.entries.get(name)
         data, status = read_with_identity(file, plugin=plugin, what="revision file")
-        digest = hashlib.sha256(data).hexdigest()
+        digest = sha256_hex(data)
         known, checksum = None, None
         if type(entry) is list and len(entry) == _LENGTH and entry[_SHA256] == digest:
             known = _revision_from(entry, file, plugin)

@@ -12,7 +12,6 @@ naming the path.
 from __future__ import annotations
 
 import ast
-import hashlib
 import io
 import os
 import re
@@ -112,6 +111,14 @@ def source_text(data: bytes, path: str, *, plugin: str) -> str:
                     plugin=plugin, path=path)
 
 
+def sha256_hex(data: bytes) -> str:
+    """Lowercase hex sha256 of `data`. hashlib is imported here, not with the module: a pod
+    start over an indexed tree hashes nothing, and the import is a percent of it."""
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
 def normalised_checksum(data: bytes) -> str:
     """Lowercase hex sha256 of the code in `data`, Python source: its token stream without
     comments, blank lines, indentation width, trailing whitespace or the file's encoding, so
@@ -120,6 +127,8 @@ def normalised_checksum(data: bytes) -> str:
     changed revision (accept it with `migrator repair`). Token type names (stable across
     Python versions) are hashed, and an f-string is hashed as its source text, as Python 3.11
     tokenizes it. A file Python cannot tokenize is hashed byte for byte."""
+    import hashlib
+
     digest = hashlib.sha256()
     try:
         for kind, text in _code_tokens(data):
@@ -128,7 +137,7 @@ def normalised_checksum(data: bytes) -> str:
             digest.update(text.encode("utf-8", "surrogatepass"))
             digest.update(b"\x01")
     except (tokenize.TokenError, SyntaxError, UnicodeDecodeError):
-        return hashlib.sha256(data).hexdigest()
+        return sha256_hex(data)
     return digest.hexdigest()
 
 
@@ -227,20 +236,20 @@ class RevisionFile:
         `check` and `repair` use `checksum`, computed afresh: an index can never hide an
         edit from them."""
         data = self.read_bytes()
-        known = _INDEXED_CHECKSUMS.get(hashlib.sha256(data).hexdigest())
+        known = _INDEXED_CHECKSUMS.get(sha256_hex(data))
         return known if known is not None else normalised_checksum(data)
 
     @property
     def raw_checksum(self) -> str:
         """sha256 of the file's bytes: what migrator recorded before checksums were
         normalised (history rows written by earlier versions)."""
-        return hashlib.sha256(self.read_bytes()).hexdigest()
+        return sha256_hex(self.read_bytes())
 
     def checksum_matches(self, recorded: str) -> bool:
         """Whether `recorded` (a history row's checksum) is this file's code: the normalised
         checksum, or the raw-bytes one earlier versions recorded for an unchanged file."""
         data = self.read_bytes()
-        return recorded in (normalised_checksum(data), hashlib.sha256(data).hexdigest())
+        return recorded in (normalised_checksum(data), sha256_hex(data))
 
     def read_bytes(self) -> bytes:
         return read_regular_file(self.file, plugin=self.plugin, what="revision file")
