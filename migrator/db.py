@@ -247,7 +247,17 @@ def read_current_revisions(
     UNION ALLs over them, at most UNION_ARMS tables each (planning one statement of a thousand
     arms costs far more than ten of a hundred), sent together in one pipeline.
     """
-    wanted = sorted({(p.schema, getattr(p, "version_table", VERSION_TABLE)) for p in plugins})
+    return read_version_tables(conn, version_tables_of(plugins))
+
+
+def version_tables_of(plugins: Iterable[Versioned]) -> list[tuple[str, str]]:
+    """The (schema, version table) pairs of `plugins`, sorted."""
+    return sorted({(p.schema, getattr(p, "version_table", VERSION_TABLE)) for p in plugins})
+
+
+def read_version_tables(conn: psycopg.Connection[Any], wanted: list[tuple[str, str]]
+                        ) -> dict[str, tuple[str, ...]]:
+    """`read_current_revisions` for these (schema, version table) pairs."""
     if not wanted:
         return {}
     tables = readable_version_tables(conn, wanted)

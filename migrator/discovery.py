@@ -206,13 +206,15 @@ def _heads(revisions: tuple[RevisionFile, ...], plugin: str, path: Path) -> tupl
 
 
 def discover(migrations_dir: Path, *, entry_points: bool = True,
-             rebuild_index: bool = False) -> list[Plugin]:
+             rebuild_index: bool = False, index: RevisionIndex | None = None) -> list[Plugin]:
     """Every plugin from `migrations_dir` and the `migrator.plugins` entry points, validated
-    and in dependency order, read through the revision indexes (`migrator.revision_index`);
-    `rebuild_index` reads every file afresh and writes the indexes, failing when it cannot."""
+    and in dependency order, read through the revision indexes (`migrator.revision_index`;
+    `index`: its index, already loaded); `rebuild_index` reads every file afresh and writes
+    the indexes, failing when it cannot."""
     found: dict[str, Plugin] = {}
     if migrations_dir.is_dir():
-        index = _index(str(migrations_dir), rebuild_index)
+        if index is None or rebuild_index:
+            index = _index(str(migrations_dir), rebuild_index)
         for plugin in _from_summary(index, migrations_dir) or _read_trees(index, migrations_dir):
             found[plugin.name] = plugin
         _save(index, rebuild_index)

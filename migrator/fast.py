@@ -4,8 +4,10 @@ Every pod start of every replica runs `migrator upgrade`, and almost always ther
 do. For exactly that case — the bare `upgrade` command, configured through `MIGRATOR_*`
 variables, JSON logs (off a terminal), no `--isolate-roles` — this path discovers the trees
 (through the revision index, `migrator.revision_index`: unchanged files are not opened, and
-an unchanged migrations directory is not even listed, `migrator.tree_summary`), connects
-once, reads every version table in one query and, when every plugin is at head, writes the
+an unchanged migrations directory is not even listed, `migrator.tree_summary`) while a
+thread connects once and reads the version tables the index names (two queries, used only if
+discovery finds exactly those tables; else they are read again) and, when every plugin is at
+head, writes the
 same `run.finished` event (and termination message) the full command would, without importing
 typer, rich or structlog, and leaves without the interpreter's teardown. Anything else —
 flags, something pending, an error of any kind — goes to the full command line, which does the
@@ -70,19 +72,66 @@ def _nothing_to_do(started: float) -> bool:
     if (settings.database_url is None or settings.embedded or settings.isolate_roles
             or not json_logs):
         return False
-    from migrator import connections, db, discovery
+    from migrator import db, discovery, tree_summary
     from migrator.plan import Plan
+    from migrator.revision_index import RevisionIndex
 
-    found = discovery.discover(settings.migrations_dir)
-    if any(len(getattr(p, "heads", ())) > 1 for p in found):
-        return False
-    # One attempt: a server that is not answering yet is the full command's to wait for.
-    with connections.connect(settings.database_url, timeout=0) as conn:
-        plan = Plan.build(found, db.read_current_revisions(conn, found))
+    index = RevisionIndex.load(str(settings.migrations_dir))
+    # The server's work (connecting, reading a hundred version tables on a fresh backend)
+    # overlaps discovery's, which checks the trees meanwhile; the read is used only if the
+    # trees turn out to have exactly the version tables the index's summary named.
+    early = _EarlyRead(settings.database_url,
+                       tree_summary.version_tables_named(index, db.VERSION_TABLE))
+    try:
+        found = discovery.discover(settings.migrations_dir, index=index)
+        if any(len(getattr(p, "heads", ())) > 1 for p in found):
+            return False
+        conn, current = early.result()
+        if db.version_tables_of(found) != early.wanted:
+            current = db.read_current_revisions(conn, found)
+        plan = Plan.build(found, current)
+    finally:
+        early.close()
     if plan.pending or plan.unknown:
         return False
     _report(plan, settings, started)
     return True
+
+
+class _EarlyRead:
+    """Connect and read `wanted` version tables in a thread (psycopg waits without the GIL)."""
+
+    def __init__(self, url: Any, wanted: list[tuple[str, str]]) -> None:
+        import threading
+
+        self.url, self.wanted = url, wanted
+        self.conn: Any = None
+        self.current: dict[str, tuple[str, ...]] = {}
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from migrator import connections, db
+
+        try:
+            # One attempt: a server that is not answering yet is the full command's to wait
+            # for.
+            self.conn = connections.connect(self.url, timeout=0)
+            self.current = db.read_version_tables(self.conn, self.wanted)
+        except BaseException as exc:  # handed to the main thread, which falls back
+            self.error = exc
+
+    def result(self) -> tuple[Any, dict[str, tuple[str, ...]]]:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.conn, self.current
+
+    def close(self) -> None:
+        self.thread.join()
+        if self.conn is not None:
+            self.conn.close()
 
 
 def _report(plan: Any, settings: Any, started: float) -> None:

@@ -94,6 +94,26 @@ class TreeRecord:
                             for name, (toml, config, files) in self.plugins.items()}}
 
 
+def version_tables_named(index: RevisionIndex, default_table: str) -> list[tuple[str, str]]:
+    """The (schema, version table) pairs of the summarised trees, sorted, as the summary
+    says, unchecked: a guess that lets a no-op run read the version tables while discovery
+    checks the trees (`migrator.fast`), used only if discovery then finds exactly these."""
+    tree = index.tree
+    plugins = tree.get("plugins") if type(tree) is dict else None
+    if type(plugins) is not dict:
+        return []
+    pairs = set()
+    for name, facts in plugins.items():
+        config = facts.get("config") if type(facts) is dict else None
+        if type(config) is not dict:
+            return []
+        schema, table = config.get("schema", name), config.get("version_table", default_table)
+        if type(schema) is not str or type(table) is not str:
+            return []
+        pairs.add((schema, table))
+    return sorted(pairs)
+
+
 def summarised_trees(index: RevisionIndex, migrations_dir: str) -> list[SummarisedTree] | None:
     """The trees of `migrations_dir`, sorted by name, as `index`'s summary has them when it
     still describes every one of them (see the module); None when it does not."""

@@ -85,3 +85,22 @@ def test_flags_isolate_roles_and_console_output_take_the_full_command(
     assert probe({**env, "MIGRATOR_LOG_FORMAT": "console"})["answered"] is False
     assert probe({**env, "MIGRATOR_DATABASE_URL": "postgresql://app@127.0.0.1:1/db",
                   "MIGRATOR_CONNECT_TIMEOUT": "0"})["answered"] is False
+
+
+def test_the_version_read_started_early_is_used_only_for_the_trees_discovery_finds(
+    database_url: str, run_cli: Any, cli_env: dict[str, str], tmp_path: Path,
+) -> None:
+    """The lean path reads the version tables the index's summary names while discovery
+    checks the trees; when the trees changed since (here: the plugin moved to another schema,
+    where nothing is applied yet), that read must not answer for them."""
+    root = tmp_path / "plugins"
+    write_plugin(root, "moving", [Rev("m1", None)], toml='schema = "moving_one"')
+    env = env_for(cli_env, database_url, root)
+    assert run_cli("upgrade", env=env).returncode == 0
+    index(root, run_cli, env)
+    assert probe(env)["answered"] is True  # the summary's guess is right: at head
+
+    (root / "moving" / "plugin.toml").write_text('schema = "moving_two"\n')
+    assert probe(env)["answered"] is False  # moving_two has nothing applied: pending
+    assert run_cli("upgrade", env=env).returncode == 0
+    assert probe(env)["answered"] is True
