@@ -7,9 +7,9 @@ variables, JSON logs (off a terminal), no `--isolate-roles` — this path discov
 an unchanged migrations directory is not even listed, `migrator.tree_summary`) while a
 thread connects once and reads the version tables the index names (two queries, used only if
 discovery finds exactly those tables; else they are read again) and, when every plugin is at
-head, writes the
-same `run.finished` event (and termination message) the full command would, without importing
-typer, rich or structlog, and leaves without the interpreter's teardown. Anything else —
+head, writes the same `run.finished` event (and termination message) the full command would,
+without importing typer, rich or structlog, and leaves without the interpreter's teardown.
+Anything else —
 flags, something pending, an error of any kind — goes to the full command line, which does the
 work and reports it as usual (the fast path never reports an error itself).
 """
