@@ -386,10 +386,9 @@ def downgrade_walk(script: ScriptDirectory, destination: str, heads: tuple[str, 
 # The fate of the transaction a revision started in, the INVALID indexes of its schema, and
 # the extensions in it (declared ones live in public; one in a plugin's schema is a mistake:
 # the next plugin's CREATE EXTENSION IF NOT EXISTS would find it and not see its types).
-# Runs after every revision, and psycopg never keeps it prepared (a DDL result empties its
-# cache of prepared statements), so it is written to plan cheaply: the schema resolved once by
-# to_regnamespace instead of joined, each catalog read on its own (planning the three-way join
-# cost the server more than a third of a millisecond a revision).
+# Runs after every revision, never kept prepared (a DDL result empties psycopg's cache), so
+# written to plan cheaply: the schema resolved by to_regnamespace, not joined (planning the
+# three-way join cost the server over a third of a millisecond a revision).
 _FATE = (
     "SELECT pg_catalog.pg_xact_status(%(xid)s::xid8)::text, ARRAY(SELECT "
     "pg_catalog.quote_ident(%(schema)s) || '.' || pg_catalog.quote_ident(c.relname) FROM "
